@@ -1,0 +1,3 @@
+from gcf.cli import main
+
+main()
