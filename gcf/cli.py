@@ -16,6 +16,9 @@ from gcf.errors import GcfError
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    "train-head": "gcf.head.cli:train_head",
+    "eval": "gcf.head.cli:eval_run",
+    "head": "gcf.head.cli:head",
 }
 
 

@@ -135,7 +135,7 @@ def test_complexity_counts_params_and_matmul_flops():
     cfg = HeadConfig(in_dim=2048, num_classes=600, clips=10, dim=128, reduction=2)
     c = complexity(cfg)
     gate = (10 * 5 + 5) + (5 * 10 + 10)
-    assert c.params == 3 * 2048 * 128 + 128 * 128 + gate + 128 * 600 + 600
+    assert c.params == 3 * (2048 * 128 + 128) + (128 * 128 + 128) + gate + 128 * 600 + 600
     matmul_macs = 10 * (3 * 2048 * 128 + 128 * 128) + 2 * 10 * 10 * 128 + 10 * 5 + 5 * 10 + 128 * 600
     assert c.flops == 2 * matmul_macs
 

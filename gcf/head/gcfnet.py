@@ -16,14 +16,18 @@ from gcf.head.registry import HeadConfig, HeadOutput, masked_mean, register
 
 
 class BA(nn.Module):
-    """Bi-directional inter-clip fusion, eq. 1: b_i = W_z sum_j (W_q v_i)(W_k v_j)^T / N(v) (W_v v_j)."""
+    """Bi-directional inter-clip fusion, eq. 1: b_i = W_z sum_j (W_q v_i)(W_k v_j)^T / N(v) (W_v v_j).
+
+    The W are affine (nn.Linear with bias), as in non-local blocks: without a bias, (W_q v_i)(W_k v_j)^T is a
+    pure bilinear form of standardised descriptors and cannot score clip j the same from every i (see head.md).
+    """
 
     def __init__(self, in_dim: int, dim: int, norm: str):
         super().__init__()
-        self.w_q = nn.Linear(in_dim, dim, bias=False)
-        self.w_k = nn.Linear(in_dim, dim, bias=False)
-        self.w_v = nn.Linear(in_dim, dim, bias=False)
-        self.w_z = nn.Linear(dim, dim, bias=False)
+        self.w_q = nn.Linear(in_dim, dim)
+        self.w_k = nn.Linear(in_dim, dim)
+        self.w_v = nn.Linear(in_dim, dim)
+        self.w_z = nn.Linear(dim, dim)
         self.norm = norm
 
     def forward(self, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
