@@ -5,7 +5,7 @@
     STORE.h5.parts/<part>.h5        a writer's batches merged when it closes; lists them in `merged`
 
 Each part file holds features [n, d], start_frame [n], times [n, 2], optional logits [n, K] and the video table
-under videos/<column>. HDF5 has no concurrent writers and a file modified in place can be left corrupt by a
+under videos/<column> (strings as fixed-length UTF-8 bytes). HDF5 has no concurrent writers and a file modified in place can be left corrupt by a
 crash, so no file is ever modified: writers only add new files, and the reader joins them.
 """
 
@@ -20,13 +20,15 @@ import numpy as np
 
 from gcf.errors import GcfError
 from gcf.store import videos
-from gcf.store.fsutil import fsync_path, hidden_tmp, remove_tree
+from gcf.store.fsutil import disk_size, fsync_path, hidden_tmp, remove_tree
 
 BATCH_BYTES = 64 << 20  # feature bytes per batch file: also the most a crash can lose per writer
 ARRAYS = ("features", "start_frame", "times", "logits")
+FORMAT = "hdf5"
 
 
 def parts_dir(path: Path) -> Path:
+    """The folder of part files next to the header file: STORE.h5.parts."""
     return path.with_name(path.name + ".parts")
 
 
@@ -56,6 +58,11 @@ def read_header(path: Path) -> dict:
                        f"or write a new store elsewhere") from None
 
 
+def size(path: Path) -> int:
+    """Bytes on disk: the header file and every part file."""
+    return disk_size(path) + (disk_size(parts_dir(path)) if parts_dir(path).is_dir() else 0)
+
+
 def remove(path: Path) -> None:
     """Delete the parts folder first, then the header: any moment in between is a valid (smaller) store."""
     if parts_dir(path).is_dir():
@@ -64,31 +71,34 @@ def remove(path: Path) -> None:
     fsync_path(path.parent)
 
 
-def _part_files(path: Path) -> tuple[list[Path], set[str]]:
-    """(committed part files that are not superseded, names superseded by a merged file)."""
-    files = sorted(f for f in parts_dir(path).glob("*.h5") if not f.name.startswith("."))
-    merged: set[str] = set()
-    for f in files:
-        with h5py.File(f, "r", locking=False) as h:
-            if "merged" in h:
-                merged.update(h["merged"].asstr()[:])
-    return [f for f in files if f.name not in merged], merged
+def _scan(path: Path) -> tuple[list["H5Part"], set[str]]:
+    """(committed parts not superseded by a merged file, sorted by name; names of superseded batch files)."""
+    for attempt in range(3):
+        try:
+            parts = [H5Part(f) for f in sorted(parts_dir(path).glob("*.h5")) if not f.name.startswith(".")]
+            break
+        except FileNotFoundError:  # a writer merged and deleted its batches while we listed: look again
+            if attempt == 2:
+                raise
+    merged = {name for p in parts for name in p.merged}
+    return [p for p in parts if p.name not in merged], merged
 
 
 def list_parts(path: Path) -> list["H5Part"]:
     """Every committed part file, sorted by name."""
-    return [H5Part(f) for f in _part_files(path)[0]]
+    return _scan(path)[0]
 
 
 def check(path: Path) -> tuple[list[str], list[str]]:
     """Structural problems as (damage, notes): unreadable part files; leftovers of killed writers."""
     damage, notes = [], []
-    files, merged = _part_files(path)
-    for f in files:
-        try:
-            H5Part(f)
-        except (OSError, KeyError, ValueError) as e:
-            damage.append(f"{f}: unreadable part file ({e})")
+    merged: set[str] = set()
+    for f in sorted(parts_dir(path).glob("*.h5")):
+        if not f.name.startswith("."):
+            try:
+                merged.update(H5Part(f).merged)
+            except (OSError, KeyError, ValueError) as e:
+                damage.append(f"{f}: unreadable part file ({e})")
     for f in sorted(parts_dir(path).iterdir()):
         if f.name in merged:
             notes.append(f"{f}: batch already merged into another part (writer died while cleaning up); "
@@ -106,8 +116,9 @@ class H5Part:
         self.path = path
         self.name = path.name
         with h5py.File(path, "r", locking=False) as f:
-            self.videos = {k: (f["videos"][k].asstr()[:].tolist() if k in videos.STR_COLUMNS
+            self.videos = {k: ([b.decode() for b in f["videos"][k][:].tolist()] if k in videos.STR_COLUMNS
                                else f["videos"][k][:]) for k in videos.COLUMNS}
+            self.merged = [b.decode() for b in f["merged"][:].tolist()] if "merged" in f else []
         self._file = None
 
     def row_shape(self, array: str) -> tuple:
@@ -205,20 +216,22 @@ def _write_part(path: Path, data: dict[str, np.ndarray], table: dict, merged: li
             f.create_dataset(k, data=x)
         g = f.create_group("videos")
         for k, kind in videos.COLUMNS.items():
-            if kind == "str":
-                g.create_dataset(k, data=np.array(table[k], dtype=object), dtype=h5py.string_dtype())
-            else:
-                g.create_dataset(k, data=np.asarray(table[k], dtype=kind))
+            g.create_dataset(k, data=_utf8(table[k]) if kind == "str" else np.asarray(table[k], dtype=kind))
         if merged is not None:
-            f.create_dataset("merged", data=np.array(merged, dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset("merged", data=_utf8(merged))
     fsync_path(tmp)
     os.rename(tmp, path)
     fsync_path(path.parent)
 
 
+def _utf8(strings: list[str]) -> np.ndarray:
+    """Fixed-length UTF-8 bytes: read back several times faster than variable-length HDF5 strings."""
+    return np.array([s.encode() for s in strings], dtype=bytes) if strings else np.zeros(0, dtype="S1")
+
+
 def _remove_merged_leftovers(store: Path) -> None:
     """Delete batch files that a merged part already holds (left when a writer died while cleaning up)."""
     d = parts_dir(store)
-    for name in _part_files(store)[1] if d.is_dir() else ():
+    for name in _scan(store)[1] if d.is_dir() else ():
         (d / name).unlink(missing_ok=True)
 PartWriter = H5PartWriter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,22 +43,26 @@ class StoreReader:
         if not self.path.exists():
             raise GcfError(f"{path}: no such feature store; check the path or create it with `gcf extract`")
         self.meta: StoreMeta = meta_from_header(backend.read_header(self.path), str(path))
-        self._parts = backend.list_parts(self.path)
-        table, part_of = videos.empty(), []
-        for i, part in enumerate(self._parts):
+        self.parts = backend.list_parts(self.path)
+        table = videos.empty()
+        for part in self.parts:
             videos.extend(table, part.videos)
-            part_of += [i] * len(part.videos["id"])
-        keep = videos.resolve(table["id"], table["error"])
-        self._table = videos.take(table, keep)
-        self._part = np.asarray([part_of[j] for j in keep], dtype=np.int64)
-        self._row = np.asarray(self._table["row"], dtype=np.int64)
-        self._n = np.asarray(self._table["n"], dtype=np.int64)
-        self._labels = np.asarray(self._table["label"], dtype=np.int64)
-        self._pos = {vid: i for i, vid in enumerate(self._table["id"])}
-        errors = self._table["error"]
+        part_of = np.repeat(np.arange(len(self.parts)), [len(p.videos["id"]) for p in self.parts])
+        if len(set(table["id"])) != len(table["id"]):  # several writers committed a video: keep one
+            keep = videos.resolve(table["id"], table["error"])
+            table, part_of = videos.take(table, keep), part_of[keep]
+        self._table, self._part = table, part_of
+        self._row = np.asarray(table["row"], dtype=np.int64)
+        self._n = np.asarray(table["n"], dtype=np.int64)
+        self._labels = np.asarray(table["label"], dtype=np.int64)
+        ids, errors = table["id"], table["error"]
         self._ok = np.flatnonzero([not e for e in errors])
-        self.videos: list[str] = [self._table["id"][i] for i in self._ok]
-        self.failed: dict[str, str] = {vid: e for vid, e in zip(self._table["id"], errors) if e}
+        self.videos: list[str] = [ids[i] for i in self._ok] if len(self._ok) < len(ids) else list(ids)
+        self.failed: dict[str, str] = {ids[i]: errors[i] for i in range(len(ids)) if errors[i]}
+
+    @functools.cached_property
+    def _pos(self) -> dict[str, int]:
+        return {vid: i for i, vid in enumerate(self._table["id"])}
 
     def info(self, video_id: str) -> VideoInfo:
         """Identity and timing of a video (ok or failed)."""
@@ -90,18 +95,20 @@ class StoreReader:
         i = self._index(video_id, ok=True)
         if not self._table["logits"][i]:
             return None
-        row_shape = self._parts[self._part[i]].row_shape("logits")
+        row_shape = self.parts[self._part[i]].row_shape("logits")
         return self._read("logits", i, row_shape, self.meta.dtype)
 
     def load(self, split: str | None = None) -> FeatureTable:
         """Every ok video (of one split) in memory, in store order, read straight from disk into one array."""
         if split is not None and split not in SPLITS:
             raise GcfError(f"{self.path}: unknown split {split!r}; use train, val, test, '' or no split filter")
-        idx = self._ok if split is None else self._ok[[self._table["split"][i] == split for i in self._ok]]
-        idx = np.asarray(idx, dtype=np.int64)
+        splits = self._table["split"]
+        idx = self._ok if split is None else self._ok[[splits[i] == split for i in self._ok]]
         features, offsets = self.gather("features", idx, (self.meta.feature_dim,), self.meta.dtype)
+        if len(idx) == len(splits):  # every entry: no need to pick
+            return FeatureTable(features, offsets, list(self._table["id"]), self._labels.copy(), list(splits))
         return FeatureTable(features=features, offsets=offsets, video_ids=[self._table["id"][i] for i in idx],
-                            labels=self._labels[idx], splits=[self._table["split"][i] for i in idx])
+                            labels=self._labels[idx], splits=[splits[i] for i in idx])
 
     def gather(self, array: str, idx: np.ndarray, row_shape: tuple, dtype) -> tuple[np.ndarray, np.ndarray]:
         """Rows of `array` for entries idx concatenated, and their offsets [len(idx) + 1]. Neighbouring videos
@@ -118,8 +125,28 @@ class StoreReader:
         starts = np.flatnonzero(breaks)
         for s, e in zip(starts, np.append(starts[1:], len(idx))):
             a, b = offsets[s], offsets[e]
-            self._parts[part[s]].read(array, int(row[s]), int(b - a), out[a:b])
+            self.parts[part[s]].read(array, int(row[s]), int(b - a), out[a:b])
         return out, offsets
+
+    def check_values(self, batch: int = 4096) -> list[str]:
+        """Problems in the stored values: feature rows of the wrong width, NaN/Inf in features or logits.
+        Reads `batch` videos at a time, so memory stays bounded."""
+        d = self.meta.feature_dim
+        problems = [f"{p.path}: feature rows have shape {p.row_shape('features')}, the store says ({d},)"
+                    for p in {self.parts[i] for i in self._part[self._ok]} if p.row_shape("features") != (d,)]
+        if problems:
+            return problems
+        bad = []
+        try:
+            for s in range(0, len(self._ok), batch):
+                idx = self._ok[s:s + batch]
+                x, offsets = self.gather("features", idx, (d,), self.meta.dtype)
+                finite = np.logical_and.reduceat(np.isfinite(x).all(axis=1), offsets[:-1])
+                bad += [self._table["id"][i] for i in idx[~finite]]
+            bad += [v for v in self.videos if (x := self.logits(v)) is not None and not np.isfinite(x).all()]
+        except GcfError as e:
+            return [str(e)]
+        return [f"video {v}: NaN/Inf values in its features or logits; re-extract it" for v in bad]
 
     def entries(self, video_ids: list[str]) -> np.ndarray:
         """Internal entry numbers of ok videos, for gather()."""
@@ -127,7 +154,7 @@ class StoreReader:
 
     def _read(self, array: str, i: int, row_shape: tuple, dtype) -> np.ndarray:
         out = np.empty((int(self._n[i]), *row_shape), dtype=dtype)
-        self._parts[self._part[i]].read(array, int(self._row[i]), len(out), out)
+        self.parts[self._part[i]].read(array, int(self._row[i]), len(out), out)
         return out
 
     def _index(self, video_id: str, ok: bool = False) -> int:

@@ -137,7 +137,8 @@ class StoreWriter:
 
 def _finite(x: np.ndarray, dtype, where: str, what: str) -> np.ndarray:
     """x cast to dtype, refusing NaN/Inf (also values too large for float16) with a GcfError."""
-    y = np.ascontiguousarray(x, dtype=dtype)
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported below
+        y = np.ascontiguousarray(x, dtype=dtype)
     bad = ~np.isfinite(y)
     if bad.any():
         hint = ("values exceed the float16 range: create the store with dtype float32"

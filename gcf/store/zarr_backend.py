@@ -27,14 +27,18 @@ import numpy as np
 
 from gcf.errors import GcfError
 from gcf.store import commitlog, videos
-from gcf.store.fsutil import fsync_path, hidden_tmp, pread_into, remove_tree
+from gcf.store.fsutil import disk_size, fsync_path, hidden_tmp, pread_into, remove_tree
 from gcf.store.meta import StoreMeta
 
 CAPACITY = 1 << 40      # declared rows per array; only committed rows are meaningful
-CHUNK_BYTES = 4 << 20   # target bytes per feature chunk: also the most a crash can lose per writer
+CHUNK_BYTES = 4 << 20   # at most this many feature bytes per chunk ...
+CHUNK_ROWS = 1024       # ... and at most this many rows (clips): bounds what a crash loses, and the space a
+                        # writer's last, partly filled chunk takes (chunk files are always full size)
 LOG = "commits.log"
 ARRAYS = ("features", "start_frame", "times", "logits")
 _BYTES_CODEC = [{"name": "bytes", "configuration": {"endian": "little"}}]
+
+FORMAT = "zarr"
 
 
 def create(path: Path, header: dict) -> None:
@@ -64,6 +68,11 @@ def read_header(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         raise GcfError(f"{path}: not a gcf feature store (no readable zarr.json with gcf_store attributes); "
                        f"check the path, or write a new store elsewhere") from None
+
+
+def size(path: Path) -> int:
+    """Bytes on disk."""
+    return disk_size(path)
 
 
 def remove(path: Path) -> None:
@@ -172,9 +181,10 @@ class ZarrPart:
         _, _, R, ndim, _ = self.layout(array)
         buf = memoryview(out).cast("B")
         row_bytes = len(buf) // n
+        folder = os.path.join(self.path, array)
         for c in range(row // R, (row + n - 1) // R + 1):
             lo, hi = max(row, c * R), min(row + n, (c + 1) * R)
-            f = self.path / array / _chunk_key(c, ndim)
+            f = os.path.join(folder, _chunk_key(c, ndim))
             try:
                 fd = os.open(f, os.O_RDONLY)
             except FileNotFoundError:
@@ -196,7 +206,7 @@ class ZarrPartWriter:
     def __init__(self, store: Path, name: str, meta: StoreMeta, chunk_rows: int | None = None):
         self.store, self.path, self.meta = store, store / "parts" / name, meta
         itemsize = np.dtype(meta.dtype).itemsize
-        self.chunk_rows = chunk_rows or max(1, CHUNK_BYTES // (meta.feature_dim * itemsize))
+        self.chunk_rows = chunk_rows or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (meta.feature_dim * itemsize)))
         self.flush_rows = self.chunk_rows
         self.pending: list[tuple] = []   # (info, row, n, arrays or None, error)
         self.pending_rows = 0
