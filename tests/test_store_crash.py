@@ -105,7 +105,9 @@ def test_torn_and_garbage_log_tails_are_ignored(tmp_path):
     (log,) = path.glob("parts/*/commits.log")
     before = check_store(path)
     good = log.read_bytes()
-    for tail in (commitlog.encode({"videos": {"id": ["x"]}})[:20], b"\0" * 64, b"00000000 {}\n"):
+    bad_crc = bytearray(commitlog.encode(b"payload"))
+    bad_crc[-1] ^= 1
+    for tail in (commitlog.encode(b"x" * 50)[:20], b"\0" * 64, bytes(bad_crc)):
         log.write_bytes(good + tail)
         assert check_store(path) == before
         assert run_gcf("store", "verify", path).returncode == 0

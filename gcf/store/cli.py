@@ -180,7 +180,7 @@ def _npy_files(folder: Path) -> dict[str, Path]:
         files[f.stem] = f
     if not files:
         raise GcfError(f"{folder}: no .npy files found; point at the folder of per-video feature files")
-    return files
+    return dict(sorted(files.items()))
 
 
 def _npy_shape(f: Path) -> tuple[int, int]:

@@ -1,50 +1,50 @@
-"""An append-only, torn-write tolerant log of commit records (one JSON object per line, with a CRC).
+"""An append-only, torn-write tolerant log of commit records.
 
-Line format: `<crc32 of the JSON, 8 hex digits> <JSON>\\n`. A record is committed once its whole line is on disk:
-a reader keeps the longest prefix of lines whose CRC matches and ignores everything after it (a line cut short
-by a crash, or garbage left by a power loss), so a commit is atomic without locks or renames.
+Record: b"GCFC", payload length (uint32 little endian), CRC-32 of the payload (uint32 little endian), payload.
+A record is committed once all of it is on disk: a reader keeps the longest prefix of whole records whose CRC
+matches and ignores everything after it (a record cut short by a crash, or garbage left by a power loss), so a
+commit is atomic without locks or renames. Only one process ever appends to a given log.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import struct
 import zlib
 
-
-def encode(record: dict) -> bytes:
-    """One log line for `record`."""
-    payload = json.dumps(record, separators=(",", ":")).encode()
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+MAGIC = b"GCFC"
+_HEAD = struct.Struct("<4sII")
 
 
-def append(fd: int, record: dict) -> None:
+def encode(payload: bytes) -> bytes:
+    """One framed record."""
+    return _HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def append(fd: int, payload: bytes) -> None:
     """Append one record with a single write and make it durable (the commit point)."""
-    line = encode(record)
-    if os.write(fd, line) != len(line):
+    record = encode(payload)
+    if os.write(fd, record) != len(record):
         raise OSError("short write to commit log")
     os.fsync(fd)
 
 
-def read(path: str | os.PathLike) -> tuple[list[dict], int, int]:
-    """(committed records, bytes they span, file size); a missing file is an empty log."""
+def read(path: str | os.PathLike) -> tuple[list[bytes], int, int]:
+    """(payloads of the committed records, bytes they span, file size); a missing file is an empty log."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return [], 0, 0
-    records, good = [], 0
-    while True:
-        end = data.find(b"\n", good)
-        if end < 0:
+    payloads, good = [], 0
+    while good + _HEAD.size <= len(data):
+        magic, size, crc = _HEAD.unpack_from(data, good)
+        end = good + _HEAD.size + size
+        if magic != MAGIC or end > len(data):
             break
-        line = data[good:end]
-        try:
-            crc, payload = line[:8], line[9:]
-            if line[8:9] != b" " or int(crc, 16) != zlib.crc32(payload):
-                break
-            records.append(json.loads(payload))
-        except ValueError:
+        payload = data[good + _HEAD.size:end]
+        if zlib.crc32(payload) != crc:
             break
-        good = end + 1
-    return records, good, len(data)
+        payloads.append(payload)
+        good = end
+    return payloads, good, len(data)

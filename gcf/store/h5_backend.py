@@ -116,9 +116,9 @@ class H5Part:
         self.path = path
         self.name = path.name
         with h5py.File(path, "r", locking=False) as f:
-            self.videos = {k: ([b.decode() for b in f["videos"][k][:].tolist()] if k in videos.STR_COLUMNS
-                               else f["videos"][k][:]) for k in videos.COLUMNS}
-            self.merged = [b.decode() for b in f["merged"][:].tolist()] if "merged" in f else []
+            self.videos = {k: (_strings(f["videos"][k][:]) if k in videos.STR_COLUMNS else f["videos"][k][:])
+                           for k in videos.COLUMNS}
+            self.merged = _strings(f["merged"][:]) if "merged" in f else []
         self._file = None
 
     def row_shape(self, array: str) -> tuple:
@@ -186,11 +186,10 @@ class H5PartWriter:
         self.flush(final=True)
         if len(self.batches) < 2:
             return
-        table, data, offset = videos.empty(), {k: [] for k in ARRAYS}, 0
+        tables, data, offset = [], {k: [] for k in ARRAYS}, 0
         for b in self.batches:
             part = H5Part(b)
-            part.videos["row"] = np.asarray(part.videos["row"]) + offset
-            videos.extend(table, part.videos)
+            tables.append({**part.videos, "row": part.videos["row"] + offset})
             with h5py.File(b, "r", locking=False) as f:
                 rows = f["features"].shape[0] if "features" in f else 0
                 for k in ARRAYS:
@@ -201,7 +200,7 @@ class H5PartWriter:
             data["logits"] = [x if x is not None else np.zeros((len(f), self.logits_dim), self.meta.dtype)
                               for x, f in zip(data["logits"], data["features"])]
         data = {k: np.concatenate(v) for k, v in data.items() if v and v[0] is not None}
-        _write_part(self.dir / f"{self.name}.h5", data, table, merged=[b.name for b in self.batches])
+        _write_part(self.dir / f"{self.name}.h5", data, videos.concat(tables), merged=[b.name for b in self.batches])
         for b in self.batches:
             b.unlink()
         fsync_path(self.dir)
@@ -227,6 +226,11 @@ def _write_part(path: Path, data: dict[str, np.ndarray], table: dict, merged: li
 def _utf8(strings: list[str]) -> np.ndarray:
     """Fixed-length UTF-8 bytes: read back several times faster than variable-length HDF5 strings."""
     return np.array([s.encode() for s in strings], dtype=bytes) if strings else np.zeros(0, dtype="S1")
+
+
+def _strings(column: np.ndarray) -> list[str]:
+    """Inverse of _utf8, decoding the whole column at once."""
+    return b"\0".join(column.tolist()).decode().split("\0") if len(column) else []
 
 
 def _remove_merged_leftovers(store: Path) -> None:

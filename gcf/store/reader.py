@@ -44,21 +44,18 @@ class StoreReader:
             raise GcfError(f"{path}: no such feature store; check the path or create it with `gcf extract`")
         self.meta: StoreMeta = meta_from_header(backend.read_header(self.path), str(path))
         self.parts = backend.list_parts(self.path)
-        table = videos.empty()
-        for part in self.parts:
-            videos.extend(table, part.videos)
+        table = videos.concat([p.videos for p in self.parts])
         part_of = np.repeat(np.arange(len(self.parts)), [len(p.videos["id"]) for p in self.parts])
         if len(set(table["id"])) != len(table["id"]):  # several writers committed a video: keep one
             keep = videos.resolve(table["id"], table["error"])
             table, part_of = videos.take(table, keep), part_of[keep]
         self._table, self._part = table, part_of
-        self._row = np.asarray(table["row"], dtype=np.int64)
-        self._n = np.asarray(table["n"], dtype=np.int64)
-        self._labels = np.asarray(table["label"], dtype=np.int64)
+        self._row, self._n, self._labels = table["row"], table["n"], table["label"]
         ids, errors = table["id"], table["error"]
-        self._ok = np.flatnonzero([not e for e in errors])
-        self.videos: list[str] = [ids[i] for i in self._ok] if len(self._ok) < len(ids) else list(ids)
-        self.failed: dict[str, str] = {ids[i]: errors[i] for i in range(len(ids)) if errors[i]}
+        failed = self._n == 0  # the writer gives every ok video at least one clip, a failure none
+        self._ok = np.flatnonzero(~failed)
+        self.videos: list[str] = [ids[i] for i in self._ok] if failed.any() else list(ids)
+        self.failed: dict[str, str] = {ids[i]: errors[i] for i in np.flatnonzero(failed)}
 
     @functools.cached_property
     def _pos(self) -> dict[str, int]:

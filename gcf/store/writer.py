@@ -64,7 +64,7 @@ class StoreWriter:
     def add_failure(self, info: VideoInfo, error: str) -> None:
         """Record a video that could not be processed, so reruns skip it and `store info` reports it."""
         self._check_info(info)
-        self._part.add(info, None, str(error) or "unknown error")
+        self._part.add(info, None, str(error).replace("\0", " ") or "unknown error")
         self._added.add(info.video_id)
         self._tick()
 
@@ -96,8 +96,9 @@ class StoreWriter:
 
     def _check_info(self, info: VideoInfo) -> None:
         where = f"{info.source or info.video_id} (store {self.path})"
-        if not isinstance(info.video_id, str) or not info.video_id:
-            raise GcfError(f"{where}: empty video id; give every video a non-empty id")
+        if not isinstance(info.video_id, str) or not info.video_id or "\0" in info.video_id + info.source:
+            raise GcfError(f"{where}: empty video id or a NUL character in the id or source; give every video "
+                           f"a non-empty id and a path without NUL")
         if info.split not in SPLITS:
             raise GcfError(f"{where}: unknown split {info.split!r} for video {info.video_id}; "
                            f"use train, val, test or leave it empty")

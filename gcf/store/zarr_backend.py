@@ -6,7 +6,7 @@
     STORE.zarr/parts/<part>/start_frame/   [CAPACITY] int64
     STORE.zarr/parts/<part>/times/         [CAPACITY, 2] float64 (start, end seconds)
     STORE.zarr/parts/<part>/logits/        [CAPACITY, K], only when the writer was given logits
-    STORE.zarr/parts/<part>/commits.log    commit records (gcf.store.commitlog), each listing whole videos
+    STORE.zarr/parts/<part>/commits.log    commit records (gcf.store.commitlog) of video tables (gcf.store.videos)
 
 Arrays are uncompressed (codec `bytes`, little endian) with chunk keys `c.<i>.0`, so a chunk file holds R rows
 as raw C-order bytes; the reader reads them straight into its output. Every chunk is written once and never
@@ -32,7 +32,7 @@ from gcf.store.meta import StoreMeta
 
 CAPACITY = 1 << 40      # declared rows per array; only committed rows are meaningful
 CHUNK_BYTES = 4 << 20   # at most this many feature bytes per chunk ...
-CHUNK_ROWS = 1024       # ... and at most this many rows (clips): bounds what a crash loses, and the space a
+CHUNK_ROWS = 4096       # ... and at most this many rows (clips): bounds what a crash loses, and the space a
                         # writer's last, partly filled chunk takes (chunk files are always full size)
 LOG = "commits.log"
 ARRAYS = ("features", "start_frame", "times", "logits")
@@ -87,10 +87,7 @@ def list_parts(path: Path) -> list["ZarrPart"]:
         if d.is_dir() and not d.name.startswith("."):
             records, _, _ = commitlog.read(d / LOG)
             if records:
-                table = videos.empty()
-                for rec in records:
-                    videos.extend(table, rec["videos"])
-                parts.append(ZarrPart(d, table))
+                parts.append(ZarrPart(d, videos.concat([videos.decode(r) for r in records])))
     return parts
 
 
@@ -107,9 +104,7 @@ def check(path: Path) -> tuple[list[str], list[str]]:
                          f"committing; those videos are absent and a rerun adds them)")
         if not records:
             notes.append(f"{d}: no committed videos (a writer died before its first commit); safe to delete")
-        part = ZarrPart(d, videos.empty())
-        for rec in records:
-            videos.extend(part.videos, rec["videos"])
+        part = ZarrPart(d, videos.concat([videos.decode(r) for r in records]))
         for name in ARRAYS:
             try:
                 needed = part.needed_chunks(name)
@@ -168,9 +163,9 @@ class ZarrPart:
     def needed_chunks(self, array: str, chunk_rows: int | None = None) -> set[int]:
         """Chunk indices that hold committed rows of `array`."""
         R = chunk_rows or self.layout(array)[2]
-        flag = self.videos["logits"] if array == "logits" else [True] * len(self.videos["n"])
-        return {c for r, n, f in zip(self.videos["row"], self.videos["n"], flag) if n and f
-                for c in range(r // R, (r + n - 1) // R + 1)}
+        rows, counts = self.videos["row"], self.videos["n"]
+        used = (counts > 0) & (self.videos["logits"] if array == "logits" else True)
+        return {c for r, n in zip(rows[used].tolist(), counts[used].tolist()) for c in range(r // R, (r + n - 1) // R + 1)}
 
     def row_shape(self, array: str) -> tuple:
         """Shape of one row of `array` (features: (d,), times: (2,), logits: (K,))."""
@@ -235,7 +230,7 @@ class ZarrPartWriter:
             table = videos.empty()
             for info, row, n, arrays, error in done:
                 videos.append(table, info, row, n, arrays is not None and arrays["logits"] is not None, error)
-            commitlog.append(self._log(), {"videos": table})
+            commitlog.append(self._log(), videos.encode(table))
             self.pending = [p for p in self.pending if not (p[2] == 0 or p[1] + p[2] <= end)]
             self.pending_rows = sum(p[2] for p in self.pending)
         if final:  # the last chunk may be partial: never write into it again
