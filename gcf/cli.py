@@ -17,6 +17,7 @@ from gcf.errors import GcfError
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
     "store": "gcf.store.cli:store",
+    "synth": "gcf.synth:synth",
 }
 
 
