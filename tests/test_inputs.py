@@ -148,3 +148,10 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         discover([tmp_path / "v.mp4", tmp_path / "v.mp4"])
     with pytest.raises(GcfError, match=r"bad.csv:3: unknown split 'holdout'"):
         discover(write(tmp_path / "bad.csv", "path,label,split\nv.mp4,a,train\nv.mp4,a,holdout\n"))
+
+
+def test_list_with_no_video_on_disk_asks_for_the_root(tmp_path):
+    lists = tmp_path / "splits"
+    files = [write(lists / "brush_hair_test_split1.txt", "a.avi 1\n")]
+    with pytest.raises(GcfError, match="none of its 1 videos exists under .*--root"):
+        discover(files)

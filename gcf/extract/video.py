@@ -23,8 +23,8 @@ from typing import Iterator
 
 import av
 import decord
-from av.video.reformatter import VideoReformatter
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from gcf.errors import GcfError
 
@@ -95,7 +95,10 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
     path = str(path)
     meta = probe(path)
     width, height = resized_size(meta.width, meta.height, size)
-    readahead = os.path.getsize(path) + PACKET_OVERHEAD * meta.n_frames
+    try:
+        readahead = os.path.getsize(path) + PACKET_OVERHEAD * meta.n_frames
+    except OSError as e:                                  # vanished since probe
+        raise VideoError(f"{path}: {e.strerror}") from None
     reader = (_DecordReader if readahead <= readahead_limit else _StreamReader)(path, width, height, threads)
     top, left = (height - size) // 2, (width - size) // 2
     starts = list(clip_starts(meta.n_frames, clip_len, stride))
