@@ -16,6 +16,8 @@ from gcf.errors import GcfError
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    "store": "gcf.store.cli:store",
+    "synth": "gcf.synth:synth",
     "train-head": "gcf.head.cli:train_head",
     "eval": "gcf.head.cli:eval_run",
     "head": "gcf.head.cli:head",
