@@ -45,6 +45,7 @@ def test_train_head_writes_a_complete_run(run, store):
     assert config["store"] == str(store.resolve()) and config["backbone"] == "synthetic"
     assert config["feature_dim"] == 32 and len(config["class_names"]) == 4
     assert len(config["standardizer"]["mean"]) == 32 and config["head"]["dim"] == 32
+    assert config["notes"] == ["val: 10% of train, stratified, seed 1"]
     assert len((run / "history.csv").read_text().splitlines()) == 11
     assert json.loads((run / "metrics.json").read_text())["top1"] > 0.5
 

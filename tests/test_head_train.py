@@ -11,9 +11,9 @@ from gcf.head import HeadConfig
 from gcf.head.data import Standardizer, carve, make_data, rows_of
 from gcf.head.run import load_run, save_run
 from gcf.head.synthetic import SynthConfig, synthesize
-from gcf.head.train import (accuracy, clip_baselines, clip_scores, evaluate, fit_clip_classifier, recipe,
-                            train)
-from gcf.store import FeatureTable
+from gcf.head.train import (accuracy, batches, clip_baselines, clip_scores, evaluate, fit_clip_classifier,
+                            recipe, train)
+from gcf.store import FeatureTable, select_clips
 
 torch.set_num_threads(1)  # tiny heads: threads only add overhead, and the test machine is shared
 
@@ -47,6 +47,20 @@ def test_make_data_uses_val_as_test_when_the_store_has_no_test(data):
     assert set(d.test) == {i for i in range(len(t.labels)) if i % 5 == 0}
     assert len(d.val) > 0 and not set(d.val) & set(d.test)
     assert "val split" in d.notes[0]
+
+
+@pytest.mark.parametrize("policy", ["uniform", "random"])
+def test_batches_are_the_stores_clip_selection_standardised(data, policy):
+    std = Standardizer.fit(data.table, data.train)
+    cfg = recipe(batch_size=16, clips=10)
+    got = list(batches(data.table, data.train[:40], cfg, std, policy, np.random.default_rng(3)))
+    rng = np.random.default_rng(3)
+    for i, (x, mask, y) in enumerate(got):
+        v = data.train[:40][16 * i:16 * (i + 1)]
+        ref, ref_mask = select_clips(data.table, v, 10, policy, rng)
+        assert torch.equal(x, std(ref)) and (mask.numpy() == ref_mask).all()
+        assert (y.numpy() == data.table.labels[v]).all()
+    assert [len(b[2]) for b in got] == [16, 16, 8]
 
 
 def test_standardizer_fits_train_clips(data):

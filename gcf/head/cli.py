@@ -47,7 +47,7 @@ def run_dir(store: str, head: str, out: str | None, overwrite: bool) -> Path:
               help="Training preset; 'paper' is the paper's SGD recipe (section 3.3).")
 @click.option("--clips", type=int, help="Clips per video C [default: 10].")
 @click.option("--select", type=click.Choice(["uniform", "random"]), help="Clip selection for val/test [uniform].")
-@click.option("--dim", type=int, help="Head width D [default: 512].")
+@click.option("--dim", type=int, help="Head width D [default: 256].")
 @click.option("--layers", type=int, help="Fusion layers n in BA^n [default: 1].")
 @click.option("--norm", type=click.Choice(["softmax", "count"]), help="N(v) of eq. 1 [default: softmax].")
 @click.option("--dropout", type=float, help="Dropout on v' [default: 0].")
@@ -84,7 +84,7 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
     clip = None
     if backbone_probs is None:
         clip = fit_clip_classifier(data, cfg)
-    save_run(path, result, clip, source)
+    save_run(path, result, clip, {**source, "notes": list(data.notes)})
     if result.stopped:
         raise GcfError(f"{path}: {result.stopped}")
     click.echo(f"test ({len(data.test)} videos): {pct(result.metrics)} (best epoch {result.best_epoch})")
@@ -140,7 +140,7 @@ def head() -> None:
 
 @head.command("info")
 @click.option("--in-dim", type=int, default=2048, show_default=True, help="Descriptor width d.")
-@click.option("--dim", type=int, default=512, show_default=True, help="Head width D.")
+@click.option("--dim", type=int, default=HeadConfig.dim, show_default=True, help="Head width D.")
 @click.option("--clips", type=int, default=10, show_default=True, help="Clips per video C.")
 @click.option("--classes", type=int, default=600, show_default=True, help="Number of classes K.")
 @click.option("--head", "head_name", default="gcf", show_default=True, type=click.Choice(list_heads()))

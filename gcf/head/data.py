@@ -1,6 +1,6 @@
 """Features in memory for training: splits (val carved from train when absent) and standardisation.
 
-Batches come from gcf.store.select_clips: vectorised index gathering from the in-memory FeatureTable.
+Batches (gcf.head.train.batches) are vectorised index gathers from the in-memory FeatureTable.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ class Standardizer:
     def identity(cls, dim: int) -> "Standardizer":
         return cls(torch.zeros(dim), torch.ones(dim))
 
-    def __call__(self, x: np.ndarray) -> torch.Tensor:
-        """Gathered descriptors (any float dtype) -> standardised float32 tensor."""
-        return (torch.from_numpy(x).float() - self.mean) / self.std
+    def __call__(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Descriptors of any float dtype -> a new standardised float32 tensor (the input is left as it is)."""
+        return torch.as_tensor(x).float().sub(self.mean).div_(self.std)
 
 
 def rows_of(table: FeatureTable, videos: np.ndarray) -> np.ndarray:
