@@ -16,6 +16,7 @@ from gcf.errors import GcfError
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    "extract": "gcf.extract.cli:extract",
 }
 
 
