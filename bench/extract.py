@@ -63,7 +63,8 @@ def backbone_only(model: torch.nn.Module, frames: np.ndarray, batch: int, device
     return time.perf_counter() - start
 
 
-def naive(config: ExtractConfig, model: torch.nn.Module, items: list, class_names: tuple, store: Path) -> tuple[int, float]:
+def naive(config: ExtractConfig, model: torch.nn.Module, items: list, class_names: tuple,
+          store: Path) -> tuple[int, float]:
     """(clips, seconds) for the obvious loop: one video at a time, decode all of it, run it, write it."""
     meta = store_meta(model.spec, config, class_names)
     device = torch.device(config.device)

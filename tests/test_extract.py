@@ -54,15 +54,21 @@ def run_limited(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def tiny_model():
+    """The backbone of TINY, built here: seed 0 gives the same random weights as the CLI's runs."""
+    from gcf.extract import build_backbone
+
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        return build_backbone("resnet18", "random", seed=0, width=0.25)
+
+
 def direct_descriptors(path: Path) -> np.ndarray:
     """The tiny backbone run on one video's clips directly: no workers, no batching across videos, no store."""
     import torch
 
-    from gcf.extract import build_backbone
     from gcf.extract.video import iter_clips
 
-    with pytest.warns(UserWarning, match="RANDOM weights"):
-        model = build_backbone("resnet18", "random", seed=0, width=0.25)
+    model = tiny_model()
     frames = np.stack([c.frames for c in iter_clips(path, 16, 16, 32)])
     with torch.inference_mode():
         return model.descriptor(model.spec.normalize(frames)).numpy()
@@ -261,3 +267,52 @@ def test_user_errors_are_one_line(synth_videos, tmp_path):
     bad = run_gcf("extract", "--backbone", "nope", "--weights", "random", synth_videos, cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "unknown backbone" in bad.stderr
     assert not (tmp_path / "features.zarr").exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="no CUDA device"))])
+def test_backbone_runner_keeps_each_clip_with_its_video(device):
+    import torch
+
+    from gcf.extract.pipeline import BackboneRunner
+
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    videos = {key: rng.integers(0, 256, (n, 16, 32, 32, 3), dtype=np.uint8) for key, n in enumerate([5, 1, 9, 3])}
+    with torch.inference_mode():
+        want = {k: model.descriptor(model.spec.normalize(v)).numpy() for k, v in videos.items()}
+    runner = BackboneRunner(model, batch_size=4, clip_len=16, size=32, device=device, logits=True)
+    outputs = []
+    for key, frames in videos.items():
+        runner.add(frames, key)
+        outputs += runner.run()
+    outputs += runner.run(partial=True)
+    got = {k: [] for k in videos}
+    for out in outputs:
+        assert len(out.keys) == len(out.descriptors) == len(out.logits)
+        for key, v in zip(out.keys, out.descriptors):
+            got[key].append(v)
+    tol = 1e-4 if device == "cpu" else 3e-2                 # bf16 autocast on CUDA
+    for key, v in want.items():
+        np.testing.assert_allclose(np.stack(got[key]), v, rtol=tol, atol=tol * np.abs(v).max())
+
+
+def decoder_pids() -> list[int]:
+    """Decoder workers started by this (test) process."""
+    return [p for p in children(os.getpid()) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_a_hung_decoder_is_killed_and_only_its_video_fails(synth_videos):
+    from gcf.extract.pool import DecodeConfig, DecoderPool, Done, Failed, Task
+
+    paths = [str(p) for p in sorted(synth_videos.rglob("*.mp4"))[:2]]
+    reports = []
+    with DecoderPool(1, DecodeConfig(size=32, stall_s=1.0)) as pool:
+        for pid in decoder_pids():
+            os.kill(pid, signal.SIGSTOP)            # frozen before it gets any work: as hung as a decoder gets
+        pool.submit(Task(i, p) for i, p in enumerate(paths))
+        while pool.busy:
+            reports += [ev for ev in pool.events(0.1) if isinstance(ev, (Done, Failed))]
+            pool.release()
+    assert reports[0] == Failed(0, "decoder stalled (no progress for 1 s; killed)")
+    assert reports[1:] == [Done(1)]             # the video queued behind it went to the fresh worker

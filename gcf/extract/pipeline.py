@@ -20,7 +20,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -234,7 +234,10 @@ class BackboneRunner:
         return out
 
     def _launch(self, buf: torch.Tensor, keys: list) -> None:
-        x = buf[:len(keys)]
+        n = len(keys)
+        if self.cuda:   # a partial batch runs padded to a power of two: cuDNN autotunes a few shapes, not B
+            n = min(self.batch_size, 1 << (n - 1).bit_length())
+        x = buf[:n]     # rows past len(keys) hold stale clips; their results are dropped in _collect
         with torch.inference_mode():
             if self.cuda:
                 x = x.to(self.device, non_blocking=True)
@@ -256,7 +259,8 @@ class BackboneRunner:
         if event is not None:
             event.synchronize()
         self._spare.append(buf)
-        return Output(keys, v.numpy(), z.numpy() if z is not None else None)
+        n = len(keys)
+        return Output(keys, v[:n].numpy(), z[:n].numpy() if z is not None else None)
 
 
 def _to_host(t: torch.Tensor) -> torch.Tensor:

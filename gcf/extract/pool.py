@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -42,6 +43,7 @@ class DecodeConfig:
     window: int = 8
     slots: int = 4
     nice: int = 10        # workers yield the CPU to the backbone's threads, and decode in the time they leave
+    stall_s: float = 600  # a worker silent this long while it could work is hung: killed, its video failed
 
 
 class Task(NamedTuple):
@@ -87,6 +89,8 @@ class _Worker:
     conn: Connection | None = None
     tasks: deque = field(default_factory=deque)   # assigned Tasks, the first is being decoded
     ready: bool = False
+    active: float = 0.0               # when it last reported, or got work or slots (time.monotonic)
+    stalled: bool = False             # killed by us for hanging
 
 
 class DecoderPool:
@@ -135,6 +139,11 @@ class DecoderPool:
                 self._drain(w, out)       # whatever it sent before dying
                 self._bury(w, out)
         self._dispatch()
+        now = time.monotonic()
+        for w in self._workers:
+            if w.tasks and not w.stalled and now - w.active > self.config.stall_s:
+                w.stalled = True          # its sentinel fires on a later call: _bury reports the stall
+                w.proc.kill()
         return out
 
     def close(self, graceful: bool = True) -> None:
@@ -167,12 +176,14 @@ class DecoderPool:
                                    name="gcf-decoder", daemon=True)
         w.proc.start()
         theirs.close()
-        w.conn, w.ready = ours, False
+        w.conn, w.ready, w.stalled, w.active = ours, False, False, time.monotonic()
 
     def _dispatch(self) -> None:
         """Hand queued videos to workers with room, least loaded first."""
         for w in sorted(self._workers, key=lambda w: len(w.tasks)):
             while self._pending and len(w.tasks) < self.prefetch:
+                if not w.tasks:
+                    w.active = time.monotonic()
                 task = self._pending.popleft()
                 w.tasks.append(task)
                 _send(w.conn, ("task", task))     # a dead worker is noticed by its sentinel
@@ -182,6 +193,7 @@ class DecoderPool:
         for w, slot in self._held:
             if w in self._workers:
                 _send(w.conn, ("free", slot))
+                w.active = time.monotonic()
         self._held = []
 
     def _drain(self, w: _Worker, out: list[Event]) -> bool:
@@ -189,6 +201,7 @@ class DecoderPool:
         try:
             while w.conn.poll():
                 kind, *body = w.conn.recv()
+                w.active = time.monotonic()
                 if kind == "ready":
                     w.ready = True
                 elif kind == "started":
@@ -211,19 +224,32 @@ class DecoderPool:
         w.conn.close()
         tasks = list(w.tasks)
         w.tasks.clear()
-        if code < 0 and signal.Signals(-code) in STOP_SIGNALS:
+        if w.stalled:
+            if tasks:
+                out.append(Failed(tasks.pop(0).key, f"decoder stalled (no progress for {self.config.stall_s:g} "
+                                                     f"s; killed)"))
+        elif code < 0 and -code in STOP_SIGNALS:
             self.stopped = True
         elif not w.ready:
-            raise GcfError(f"a decoder worker died while starting (exit code {code}); see the error above")
+            raise GcfError(f"a decoder worker died while starting ({_exit_reason(code)}); see the error above")
         elif tasks:
-            what = f"signal {-code}, {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            out.append(Failed(tasks.pop(0).key, f"decoder crashed ({what})"))
+            out.append(Failed(tasks.pop(0).key, f"decoder crashed ({_exit_reason(code)})"))
         self._pending.extendleft(reversed(tasks))
         if self.stopped:
             self._workers.remove(w)
             self._retired.append(w)
         else:
             self._spawn(w, busy_slots=[s for h, s in self._held if h is w])
+
+
+def _exit_reason(code: int) -> str:
+    """'signal 11, SIGSEGV' or 'exit code 1'."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {-code}, {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
 
 
 def _send(conn: Connection, msg: tuple) -> None:
