@@ -73,14 +73,14 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 def extract(inputs, backbone, weights, output, root, options, norm, seed, clip_len, stride, size, batch_size,
             workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
     """Extract one descriptor per clip of every video in INPUTS (folders, videos, CSV/list or split files)."""
+    if overwrite and shard[1] > 1:
+        raise GcfError(f"--overwrite with --shard {shard[0]}/{shard[1]} would delete the other shards' work; "
+                       f"delete {output} once before starting the shards instead")
     import torch
 
     from gcf.extract.pipeline import ExtractConfig, default_workers, extract as run
 
     _check_device(device, torch)
-    if overwrite and shard[1] > 1:
-        raise GcfError(f"--overwrite with --shard {shard[0]}/{shard[1]} would delete the other shards' work; "
-                       f"delete {output} once before starting the shards instead")
     config = ExtractConfig(inputs=tuple(inputs), backbone=backbone, weights=weights, output=output, root=root,
                            options=options, norm=norm, seed=seed, clip_len=clip_len, stride=stride, size=size,
                            batch_size=batch_size, workers=workers or default_workers(), device=device,
