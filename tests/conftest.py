@@ -26,3 +26,14 @@ def run_gcf(*args: str, cwd: str | os.PathLike | None = None, check: bool = True
 @pytest.fixture
 def gcf_cli():
     return run_gcf
+
+
+@pytest.fixture(scope="session")
+def synth_videos(tmp_path_factory) -> Path:
+    """A small `gcf synth` dataset (3 classes x 4 videos, 4-12 clips each, 128x96, 25 fps) with labels.csv and
+    segments.csv; ids `class_K/vid_NNN`, splits 2 train / 1 val / 1 test per class. Read-only: copy to modify."""
+    from gcf.synth import make_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "videos"
+    make_dataset(out, classes=3, per_class=4, seed=0)
+    return out

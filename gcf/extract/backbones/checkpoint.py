@@ -1,0 +1,96 @@
+"""Checkpoint files as the public 3D-CNN repositories publish them: read safely, recognised, loaded strictly.
+
+Formats: {'epoch', 'arch', 'state_dict', 'optimizer', ...} with keys prefixed 'module.' (3D-ResNets-PyTorch
+CVPR2018 branch and okankop/Efficient-3DCNNs, saved from DataParallel) or unprefixed (3D-ResNets-PyTorch master,
+which saves model.module.state_dict()), and plain state dicts. Only torch.load(weights_only=True): no code runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gcf.errors import GcfError
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]  # keys without the 'module.' prefix
+    origin: str | None  # the repository whose save format the file has; None for a plain state dict
+    norm: str | None  # the input convention that repository's weights were trained with
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load a checkpoint file's state dict on the CPU; a GcfError says why a file is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise GcfError(f"{path}: no such checkpoint file; give the path of a .pth file, or 'random'")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises KeyError, EOFError, RuntimeError, UnpicklingError... on non-checkpoints
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise GcfError(f"{path}: pickles {found[1]} (code, not only tensors), and gcf loads weights only; "
+                           "save the model's state_dict() instead") from e
+        raise GcfError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:80] or 'unreadable'}); "
+                       "give a .pth file written by torch.save") from e
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise GcfError(f"{path}: holds no state dict (a dict of tensors, or a dict with one under 'state_dict'); "
+                       "give a model checkpoint")
+    prefixed = all(k.startswith("module.") for k in state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    origin, norm = _origin(obj.get("arch"), prefixed)
+    return Checkpoint(state, origin, norm)
+
+
+def _origin(arch: object, prefixed: bool) -> tuple[str | None, str | None]:
+    """Tell the publishing repository from the save format: 'arch' is 'resnext-101' in 3D-ResNets-PyTorch, 'resnext'
+    in Efficient-3DCNNs; only master strips the DataParallel 'module.' prefix."""
+    if not isinstance(arch, str):
+        return None, None
+    if not prefixed:
+        return "kenshohara/3D-ResNets-PyTorch master", "kinetics"
+    if "-" in arch:
+        return "kenshohara/3D-ResNets-PyTorch CVPR2018 branch", "activitynet"
+    return "okankop/Efficient-3DCNNs", "activitynet-bgr"
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, what: str) -> None:
+    """Copy `state` into `model` when names and shapes match exactly, else one GcfError listing every difference."""
+    own = model.state_dict()
+    # BatchNorm's counter is absent from checkpoints saved before PyTorch 0.4.1 and unused at inference
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    conflicts = [f"{k} {tuple(state[k].shape)} in file vs {tuple(own[k].shape)}"
+                 for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or conflicts:
+        problems = "; ".join(f"{len(keys)} {label}: {_head(keys)}" for label, keys in (
+            ("missing keys", missing), ("unexpected keys", unexpected), ("shape conflicts", conflicts)) if keys)
+        hint = "check the backbone name and its options (width, groups, num_classes)"
+        if missing and not unexpected and all(".downsample." in k for k in missing):
+            hint = "the file has no projection shortcuts: pass shortcut='A'"
+        raise GcfError(f"{path}: does not fit {what}: {problems}; {hint}")
+    model.load_state_dict(state, strict=False)
+
+
+def _head(items: list[str], n: int = 4) -> str:
+    """The first n items, and how many more."""
+    more = f", ... (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def weights_identity(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a weights file, read in 1 MiB chunks: names the exact weights a store was made with."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,134 @@
+"""The backbone registry: name -> builder and the defaults of its published Kinetics weights; building with weights."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import torch
+
+from gcf.errors import GcfError
+from gcf.extract.backbones import tv
+from gcf.extract.backbones.base import Backbone, BackboneSpec, calibrate_batchnorm
+from gcf.extract.backbones.checkpoint import load_state, read_checkpoint, weights_identity
+from gcf.extract.backbones.mobilenet import mobilenet
+from gcf.extract.backbones.mobilenetv2 import mobilenetv2
+from gcf.extract.backbones.norm import Norm, get_norm
+from gcf.extract.backbones.resnet import resnet
+from gcf.extract.backbones.resnet2p1d import r2plus1d
+from gcf.extract.backbones.resnext import resnext
+from gcf.extract.backbones.shufflenet import shufflenet
+from gcf.extract.backbones.shufflenetv2 import shufflenetv2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[..., Backbone]  # build(num_classes=..., **options)
+    norm: str  # input convention of the published weights
+    num_classes: int  # classes of the published weights (700: Kinetics-700, 400/600: Kinetics-400/600)
+    head_key: str  # the classifier weight in a state dict: its rows are the classes
+    clip_len: int = 16
+    input_size: int = 112
+
+
+REGISTRY: dict[str, Entry] = {
+    **{f"resnet{d}": Entry(partial(resnet, d), "kinetics", 700, "fc.weight") for d in (18, 34, 50, 101)},
+    **{f"r2plus1d{d}": Entry(partial(r2plus1d, d), "kinetics", 700, "fc.weight") for d in (18, 34, 50, 101)},
+    "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight"),
+    "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight"),
+    "mobilenetv2": Entry(mobilenetv2, "activitynet-bgr", 600, "classifier.1.weight"),
+    "shufflenet": Entry(shufflenet, "activitynet-bgr", 600, "classifier.1.weight"),
+    "shufflenetv2": Entry(shufflenetv2, "activitynet-bgr", 600, "classifier.1.weight"),
+}
+
+
+def list_backbones() -> list[str]:
+    """Every registered name; the tv:* names need the `tv` extra (torchvision)."""
+    return list(REGISTRY) + [f"tv:{n}" for n in tv.NAMES]
+
+
+def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | None = None, norm: str | None = None,
+                   seed: int = 0, **options: Any) -> Backbone:
+    """The named backbone in eval mode with `weights` ("random", or a checkpoint file; tv:* also take a torchvision
+    weights enum name such as "DEFAULT") and `model.spec` attached. num_classes defaults to the checkpoint's
+    classifier rows; norm (a convention name) to the checkpoint's repository's, else the registry entry's."""
+    if name.startswith("tv:"):
+        return tv.build(name, weights, num_classes=num_classes, norm=norm, seed=seed, **options)
+    entry = _entry(name)
+    _check_options(name, entry, options)
+    chosen = get_norm(norm) if norm else None
+    if weights == "random":
+        convention = chosen or get_norm(entry.norm)
+        model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=convention)
+        warnings.warn(f"{name}: RANDOM weights (seed {seed}): its features carry no knowledge of actions; "
+                      "give a checkpoint file for real features", stacklevel=2)
+        identity, seed_used = "random", seed
+    else:
+        ckpt = read_checkpoint(weights)
+        if num_classes is None and entry.head_key in ckpt.state_dict:
+            num_classes = ckpt.state_dict[entry.head_key].shape[0]
+        model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=None)
+        load_state(model, ckpt.state_dict, weights, _describe(name, options))
+        convention = chosen or get_norm(ckpt.norm or entry.norm)
+        if chosen is None and ckpt.norm is not None:
+            log.log(logging.INFO if ckpt.norm == entry.norm else logging.WARNING,
+                    "%s: %s has the save format of %s: using its input convention %r (norm= overrides)",
+                    name, weights, ckpt.origin, ckpt.norm)
+        identity, seed_used = weights_identity(weights), None
+    model.spec = _spec(name, entry, model, convention, identity, seed_used, options)
+    return model.eval()
+
+
+def backbone_spec(name: str, *, num_classes: int | None = None, norm: str | None = None, **options: Any) -> BackboneSpec:
+    """The spec build_backbone(name, "random", ...) gives, without allocating weights (layers on the meta device)."""
+    if name.startswith("tv:"):
+        return tv.spec(name, num_classes=num_classes, norm=norm, **options)
+    entry = _entry(name)
+    _check_options(name, entry, options)
+    with torch.device("meta"):
+        model = entry.build(num_classes=num_classes or entry.num_classes, **options)
+    return _spec(name, entry, model, get_norm(norm or entry.norm), "random", 0, options)
+
+
+def _entry(name: str) -> Entry:
+    if name not in REGISTRY:
+        raise GcfError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+    return REGISTRY[name]
+
+
+def _check_options(name: str, entry: Entry, options: dict[str, Any]) -> None:
+    accepted = [p for p in inspect.signature(entry.build).parameters if p != "num_classes"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise GcfError(f"backbone {name} takes no option {', '.join(unknown)}; its options: "
+                       f"{', '.join(accepted) or 'none'}, num_classes, norm, seed")
+
+
+def _construct(entry: Entry, num_classes: int, seed: int, options: dict[str, Any], calibrate: Norm | None) -> Backbone:
+    """Build with weights drawn from `seed`, leaving the caller's RNG alone; random weights are calibrated to inputs
+    prepared with `calibrate`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = entry.build(num_classes=num_classes, **options)
+        if calibrate is not None:
+            calibrate_batchnorm(model, calibrate, entry.clip_len, entry.input_size)
+    return model
+
+
+def _describe(name: str, options: dict[str, Any]) -> str:
+    return name + "".join(f" {k}={v}" for k, v in options.items())
+
+
+def _spec(name: str, entry: Entry, model: Backbone, norm: Norm, weights: str, seed: int | None,
+          options: dict[str, Any]) -> BackboneSpec:
+    num_classes = dict(model.named_parameters())[entry.head_key].shape[0]
+    return BackboneSpec(name=name, norm=norm, clip_len=entry.clip_len, input_size=entry.input_size,
+                        feature_dim=model.feature_dim, num_classes=num_classes, weights=weights, seed=seed,
+                        options=dict(options))

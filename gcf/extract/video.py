@@ -1,0 +1,209 @@
+"""Decode a video into fixed-length clips: short-side resize inside the decoder, centre crop, loop padding.
+
+decord 0.6.0 is the decoder: it resizes in FFmpeg's scaler before any full-size RGB frame exists and is fast. Its
+CPU reader has one flaw that matters for long videos: while its decoder thread works, the reading loop keeps
+pushing packets, so it reads (and keeps) every packet up to the end of the file ahead of decoding (measured:
+a 166 MB file is fully in RAM after the first 128 frames; dmlc/decord issues 157, 197, 208). Its memory is the
+compressed file plus ~1.5 KB per packet. So files whose read-ahead would pass `readahead_limit` are decoded
+sequentially with PyAV (same FFmpeg, same in-scaler resize, one frame at a time), and peak memory does not
+depend on the length of the video. Either way clips come window by window (`window` frames at a time).
+
+Every failure a broken file can cause at the Python level surfaces as `VideoError`, whose message names the file
+and the decoder's reason. A `VideoError` can also come in the middle of `iter_clips` (damage after the first
+frames): callers discard the clips they already got for that video.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import decord
+import numpy as np
+
+from gcf.errors import GcfError
+
+# what decord, PyAV and the numpy conversion raise on broken files; DECORDError is not a RuntimeError
+DECODER_ERRORS = (decord.DECORDError, av.FFmpegError, RuntimeError, OSError, ValueError, IndexError, AssertionError)
+PACKET_OVERHEAD = 2048          # bytes decord keeps per read-ahead packet besides its data (measured ~1.5 KB)
+
+
+class VideoError(GcfError):
+    """A video that cannot be decoded; the message names the file and the decoder's reason."""
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """What the decoder reports about a video; duration = n_frames / fps."""
+
+    n_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip: frames uint8 [T, size, size, 3] RGB starting at `start_frame`, spanning [start_s, end_s)."""
+
+    start_frame: int
+    start_s: float
+    end_s: float
+    frames: np.ndarray
+
+
+def probe(path: str | Path) -> VideoMeta:
+    """Frame count, frame rate, duration and size of a video; raises VideoError naming the file."""
+    path = str(path)
+    reader = _open(path)
+    try:
+        n_frames, fps = len(reader), float(reader.get_avg_fps())
+        height, width = reader[0].shape[:2]              # decodes the first frame: the file does decode
+    except DECODER_ERRORS as e:
+        raise VideoError(f"{path}: cannot decode ({_clean(e)})") from None
+    if n_frames <= 0 or not fps > 0 or not np.isfinite(fps):
+        raise VideoError(f"{path}: decoder reports {n_frames} frames at {fps} fps; the file is damaged")
+    return VideoMeta(n_frames, fps, n_frames / fps, int(width), int(height))
+
+
+def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16) -> range:
+    """Start frames of every clip: i * stride while the clip fits, and one (loop padded) clip for short videos."""
+    return range(0, max(n_frames - clip_len, 0) + 1, stride)
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after resizing the short side to `size` and keeping the aspect ratio."""
+    if width >= height:
+        return max(size, round(width * size / height)), size
+    return size, max(size, round(height * size / width))
+
+
+def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int = 112, window: int = 128,
+               threads: int = 1, readahead_limit: int = 64 << 20) -> Iterator[Clip]:
+    """Every clip of a video, short side resized (by the decoder) to `size` and centre cropped to size x size.
+
+    `window`: frames decoded per step (memory bound). `threads`: decoder threads (0 = auto; 1 by default because
+    the pipeline runs one decoder per worker process). `readahead_limit`: bytes decord's read-ahead may take
+    (file size + 2 KB per frame) before PyAV's sequential decoder is used instead.
+    """
+    path = str(path)
+    meta = probe(path)
+    width, height = resized_size(meta.width, meta.height, size)
+    readahead = os.path.getsize(path) + PACKET_OVERHEAD * meta.n_frames
+    reader = (_DecordReader if readahead <= readahead_limit else _StreamReader)(path, width, height, threads)
+    top, left = (height - size) // 2, (width - size) // 2
+    starts = list(clip_starts(meta.n_frames, clip_len, stride))
+    per_window = max(1, window // max(stride, clip_len))
+    for i in range(0, len(starts), per_window):
+        yield from _window(reader, meta, starts[i:i + per_window], clip_len, (top, left, size))
+
+
+def _window(reader: _DecordReader | _StreamReader, meta: VideoMeta, starts: list[int], clip_len: int,
+            crop: tuple[int, int, int]) -> list[Clip]:
+    """The clips starting at `starts`, from one decoder call; the decoded window is freed on return."""
+    top, left, size = crop
+    wanted = (np.asarray(starts)[:, None] + np.arange(clip_len)) % meta.n_frames     # loop padding for short videos
+    unique = np.unique(wanted)
+    frames = reader.read(unique)[:, top:top + size, left:left + size]
+    return [Clip(start, start / meta.fps, min((start + clip_len) / meta.fps, meta.duration), frames[idx])
+            for start, idx in zip(starts, np.searchsorted(unique, wanted))]
+
+
+class _DecordReader:
+    """Frames by index through decord, resized to width x height by its scaler."""
+
+    def __init__(self, path: str, width: int, height: int, threads: int):
+        self.path, self.reader = path, _open(path, width, height, threads)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Frames at sorted `indices` as uint8 [N, H, W, 3]; a decoder error or a short read is a VideoError."""
+        try:
+            frames = self.reader.get_batch(indices.tolist()).asnumpy()
+        except DECODER_ERRORS as e:
+            raise VideoError(f"{self.path}: decoding frames {indices[0]}-{indices[-1]} failed ({_clean(e)})") from None
+        if frames.shape[0] != len(indices):
+            raise _short_read(self.path, frames.shape[0], indices)
+        return frames
+
+
+class _StreamReader:
+    """Frames decoded one by one in order through PyAV, resized to width x height in FFmpeg's scaler.
+
+    Reads must ask for ascending indices, except that a window may repeat frames of the previous one
+    (overlapping clips): those are kept from the previous window.
+    """
+
+    def __init__(self, path: str, width: int, height: int, threads: int):
+        self.path, self.size = path, (width, height)
+        try:
+            self.container = av.open(path)
+            stream = self.container.streams.video[0]
+            stream.codec_context.thread_count = threads
+            if threads != 1:
+                stream.codec_context.thread_type = "AUTO"
+            self.frames = enumerate(self.container.decode(stream))
+        except DECODER_ERRORS as e:
+            raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
+        self.next, self.last, self.last_indices = 0, None, None
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Frames at sorted `indices` as uint8 [N, H, W, 3]; a decoder error or a short read is a VideoError."""
+        width, height = self.size
+        out = np.empty((len(indices), height, width, 3), np.uint8)
+        try:
+            for k, index in enumerate(indices):
+                if index < self.next:                     # overlap with the previous window
+                    out[k] = self.last[np.searchsorted(self.last_indices, index)]
+                    continue
+                for position, frame in self.frames:
+                    if position == index:
+                        out[k] = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                        break
+                else:
+                    raise _short_read(self.path, k, indices)
+                self.next = index + 1
+        except DECODER_ERRORS as e:
+            raise VideoError(f"{self.path}: decoding frames {indices[0]}-{indices[-1]} failed ({_clean(e)})") from None
+        self.last, self.last_indices = out, indices
+        return out
+
+
+def _short_read(path: str, got: int, indices: np.ndarray) -> VideoError:
+    return VideoError(f"{path}: decoder returned {got} of {len(indices)} frames from frame {indices[0]}; "
+                      f"the file is probably truncated")
+
+
+def _open(path: str, width: int = -1, height: int = -1, threads: int = 1) -> decord.VideoReader:
+    """A decord reader (optionally resizing to width x height), or VideoError with the reason."""
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+    try:
+        return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
+    except DECODER_ERRORS as e:
+        raise VideoError(f"{path}: cannot open as video ({_open_reason(path, e)})") from None
+
+
+def _clean(error: BaseException) -> str:
+    """The decoder's message without decord's timestamps, source locations and stack trace."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", lines[0]).strip() or type(error).__name__
+
+
+def _open_reason(path: str, error: BaseException) -> str:
+    """Why a file does not open: decord only says 'Error reading', so ask FFmpeg (through PyAV) for the reason."""
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return "no video stream"
+    except av.FFmpegError as e:
+        return e.strerror or _clean(e)
+    except DECODER_ERRORS as e:
+        return f"{_clean(error)}; {_clean(e)}"
+    return _clean(error)

@@ -1,0 +1,104 @@
+"""Store-wide metadata (StoreMeta), per-video metadata (VideoInfo) and the versioned store header."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from dataclasses import dataclass, field
+
+from gcf import __version__
+from gcf.errors import GcfError
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test", "")
+DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What produced the descriptors; written once when the store is created, checked by every writer."""
+
+    backbone: str
+    weights: str
+    clip_len: int
+    stride: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+    class_names: tuple[str, ...]
+    dtype: str = "float16"
+    extra: dict = field(default_factory=dict)
+    # read back from the store only; not part of equality
+    schema_version: int = field(default=SCHEMA_VERSION, compare=False)
+    gcf_version: str = field(default=__version__, compare=False)
+    created: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """One video's identity and timing; `label` indexes class_names (-1 unknown), `split` is one of SPLITS."""
+
+    video_id: str
+    source: str
+    label: int
+    split: str
+    n_frames: int
+    fps: float
+    duration: float
+
+
+_WRITTEN_FIELDS = [f.name for f in dataclasses.fields(StoreMeta) if f.compare]
+
+
+def _normalized(meta: StoreMeta) -> dict:
+    """The compared fields as plain JSON values (tuples become lists)."""
+    return json.loads(json.dumps({k: getattr(meta, k) for k in _WRITTEN_FIELDS}))
+
+
+def make_header(meta: StoreMeta) -> dict:
+    """The JSON header stored once per store: schema version, gcf version, creation time and the meta fields."""
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"schema_version": SCHEMA_VERSION, "gcf_version": __version__, "created": created,
+            "meta": _normalized(meta)}
+
+
+def meta_from_header(header: dict, where: str) -> StoreMeta:
+    """Parse a stored header; refuses other schema versions with a GcfError naming the store."""
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise GcfError(f"{where}: store schema version {version}, but this gcf ({__version__}) reads version "
+                       f"{SCHEMA_VERSION}; open it with the gcf that wrote it or re-extract into a new store")
+    m = header["meta"]
+    return StoreMeta(backbone=m["backbone"], weights=m["weights"], clip_len=int(m["clip_len"]),
+                     stride=int(m["stride"]), input_size=int(m["input_size"]),
+                     mean=tuple(float(x) for x in m["mean"]), std=tuple(float(x) for x in m["std"]),
+                     feature_dim=int(m["feature_dim"]), class_names=tuple(m["class_names"]),
+                     dtype=m["dtype"], extra=dict(m["extra"]), schema_version=version,
+                     gcf_version=header.get("gcf_version", ""), created=header.get("created", ""))
+
+
+def check_meta(meta: StoreMeta, where: str) -> None:
+    """Reject metadata the store cannot hold (bad dtype, dim, normalisation)."""
+    if meta.dtype not in DTYPES:
+        raise GcfError(f"{where}: descriptor dtype {meta.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    if meta.feature_dim < 1 or len(meta.mean) != 3 or len(meta.std) != 3:
+        raise GcfError(f"{where}: bad store metadata (feature_dim={meta.feature_dim}, mean={meta.mean}, "
+                       f"std={meta.std}); feature_dim must be positive and mean/std have 3 values")
+
+
+def meta_mismatch(stored: StoreMeta, wanted: StoreMeta, where: str) -> GcfError | None:
+    """A GcfError naming every field where `wanted` differs from the store's metadata, or None if they agree."""
+    a, b = _normalized(stored), _normalized(wanted)
+    diff = [k for k in _WRITTEN_FIELDS if a[k] != b[k]]
+    if not diff:
+        return None
+    detail = "; ".join(f"{k} is {_short(a[k])} in the store but {_short(b[k])} here" for k in diff)
+    return GcfError(f"{where}: this store was made with different settings ({detail}); "
+                    f"write to a new store path, or pass --overwrite to replace this one")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,281 @@
+"""Backbone registry: exact layouts (parameter counts), checkpoint formats, normalisation, descriptors."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gcf.errors import GcfError
+from gcf.extract import backbone_spec, build_backbone, list_backbones
+from gcf.extract.backbones import NORMS, REGISTRY, weights_identity
+
+# tiny variants of every family; clips() is an input all accept (ShuffleNet needs 16 frames and 48 pixels)
+SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50": {"width": 0.125},
+         "resnet101": {"width": 0.125}, "r2plus1d18": {"width": 0.125}, "r2plus1d34": {"width": 0.125},
+         "r2plus1d50": {"width": 0.125}, "r2plus1d101": {"width": 0.125}, "resnext101": {"width": 0.25},
+         "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
+         "shufflenetv2": {"width": 0.25}}
+FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2"]
+
+
+def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 16, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def random_model(name: str, seed: int = 1, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_backbone(name, "random", seed=seed, **{**SMALL[name], **options})
+
+
+@functools.cache
+def source_model(name: str):
+    """One random model per family to write checkpoints from (tests must not change it)."""
+    return random_model(name, seed=1)
+
+
+def frames_clips(spec, n: int = 2) -> torch.Tensor:
+    """Noise frames prepared as the spec's weights expect."""
+    frames = torch.randint(0, 256, (n, 16, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return spec.normalize(frames)
+
+
+def count_params(name: str, **options) -> int:
+    with torch.device("meta"):
+        model = REGISTRY[name].build(**options)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, options, expected", [
+    ("mobilenetv2", {"width": 1.0}, 3_122_648),  # the paper's 3D-MobileNet, 3.12M
+    ("shufflenetv2", {"width": 2.0}, 6_639_816),  # the paper's 3D-ShuffleNet, 6.64M
+    ("resnext101", {}, 48_750_616),
+    ("r2plus1d50", {}, 47_445_182),  # the closest R(2+1)D to the paper's 50.91M; none is within 1%
+])
+def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
+    assert count_params(name, num_classes=600, **options) == expected
+
+
+def test_resnext101_with_400_classes_has_the_papers_48_34m_parameters():
+    assert count_params("resnext101", num_classes=400) == 48_340_816
+
+
+def save_published(model, path, style: str, arch: str) -> None:
+    """Write `model` the way one of the public repositories does."""
+    state = model.state_dict()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9).state_dict()
+    if style == "dataparallel":  # CVPR2018 branch, Efficient-3DCNNs: model.state_dict() of nn.DataParallel
+        torch.save({"epoch": 10, "arch": arch, "state_dict": {f"module.{k}": v for k, v in state.items()},
+                    "optimizer": optimizer}, path)
+    elif style == "master":  # 3D-ResNets-PyTorch master: model.module.state_dict()
+        scheduler = {"milestones": {50: 1}, "last_epoch": 10, "gamma": 0.1}
+        torch.save({"epoch": 10, "arch": arch, "state_dict": state, "optimizer": optimizer,
+                    "scheduler": scheduler}, path)
+    else:
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("style", ["dataparallel", "master", "plain"])
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, name, style):
+    source = source_model(name)
+    path = tmp_path / "weights.pth"
+    save_published(source, path, style, arch="resnext-101")
+    loaded = build_backbone(name, path, seed=2, **SMALL[name])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+        assert torch.equal(loaded.descriptor(x), source.descriptor(x))
+    assert loaded.spec.weights == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.spec.seed is None and not loaded.training
+
+
+@pytest.mark.parametrize("style, arch, norm", [
+    ("master", "resnet-18", "kinetics"),
+    ("dataparallel", "resnet-18", "activitynet"),  # the CVPR2018 branch names archs "resnet-18"
+    ("dataparallel", "resnet", "activitynet-bgr"),  # Efficient-3DCNNs names them "resnet"
+    ("plain", None, "kinetics"),  # no format to go by: the registry entry's convention
+])
+def test_input_convention_follows_the_checkpoints_repository(tmp_path, style, arch, norm):
+    path = tmp_path / "w.pth"
+    save_published(source_model("resnet18"), path, style, arch)
+    assert build_backbone("resnet18", path, **SMALL["resnet18"]).spec.norm.name == norm
+    assert build_backbone("resnet18", path, norm="imagenet", **SMALL["resnet18"]).spec.norm.name == "imagenet"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
+def test_num_classes_is_read_from_the_checkpoint(tmp_path, name):
+    path = tmp_path / "ucf101.pth"
+    torch.save(random_model(name, num_classes=101).state_dict(), path)
+    model = build_backbone(name, path, **SMALL[name])
+    assert model.spec.num_classes == 101
+    with torch.no_grad():
+        assert model(clips()).shape == (2, 101)
+
+
+def test_mismatch_lists_missing_unexpected_keys_and_shape_conflicts(tmp_path):
+    path = tmp_path / "r3d.pth"
+    torch.save({"arch": "resnet-18", "state_dict": source_model("resnet18").state_dict()}, path)
+    with pytest.raises(GcfError) as e:
+        build_backbone("r2plus1d18", path, **SMALL["r2plus1d18"])
+    message = str(e.value)
+    assert str(path) in message and "\n" not in message
+    assert "missing keys: conv1_s.weight" in message and "unexpected keys: conv1.weight" in message
+    assert "more)" in message  # long lists are cut
+    with pytest.raises(GcfError, match=r"shape conflicts: conv1.weight \(8, 3, 7, 7, 7\) in file vs \(16, 3, 7, 7, 7\)"):
+        build_backbone("resnet18", path, width=0.25)
+    with pytest.raises(GcfError, match="shape conflicts: fc.weight"):
+        build_backbone("resnet18", path, num_classes=400, **SMALL["resnet18"])
+
+
+def test_shortcut_a_checkpoints_load_with_shortcut_a(tmp_path):
+    path = tmp_path / "resnet-18-kinetics.pth"
+    source = random_model("resnet18", shortcut="A")
+    torch.save({"arch": "resnet-18", "state_dict": source.state_dict()}, path)
+    with pytest.raises(GcfError, match="no projection shortcuts: pass shortcut='A'"):
+        build_backbone("resnet18", path, **SMALL["resnet18"])
+    loaded = build_backbone("resnet18", path, shortcut="A", **SMALL["resnet18"])
+    with torch.no_grad():
+        assert torch.equal(loaded(clips()), source(clips()))
+
+
+def test_files_that_are_not_checkpoints_give_clear_errors(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save(source_model("mobilenetv2").state_dict(), good)
+    cases = {"notes.txt": b"not a checkpoint\n", "empty.pth": b"", "truncated.pth": good.read_bytes()[:5000]}
+    for filename, data in cases.items():
+        (tmp_path / filename).write_bytes(data)
+        with pytest.raises(GcfError, match=rf"{filename}: not a PyTorch checkpoint"):
+            build_backbone("mobilenetv2", tmp_path / filename, **SMALL["mobilenetv2"])
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled model: refused, never unpickled
+    with pytest.raises(GcfError, match=r"module.pth: pickles torch.nn.modules.linear.Linear.*state_dict"):
+        build_backbone("mobilenetv2", tmp_path / "module.pth")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(GcfError, match="list.pth: holds no state dict"):
+        build_backbone("mobilenetv2", tmp_path / "list.pth")
+    with pytest.raises(GcfError, match="missing.pth: no such checkpoint file"):
+        build_backbone("mobilenetv2", tmp_path / "missing.pth")
+
+
+def test_weights_identity_is_the_files_sha256(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(np.random.default_rng(0).bytes(3 << 20))
+    assert weights_identity(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_normalize_conventions():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 6, 3), dtype=np.uint8)
+    rgb = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).double()
+    for name, expected in {
+        "kinetics": (rgb / 255 - torch.tensor([0.4345, 0.4051, 0.3775]).view(3, 1, 1, 1))
+                    / torch.tensor([0.2768, 0.2713, 0.2737]).view(3, 1, 1, 1),
+        "activitynet": rgb - torch.tensor([114.7748, 107.7354, 99.4750]).view(3, 1, 1, 1),
+        "activitynet-bgr": rgb.flip(1) - torch.tensor([114.7748, 107.7354, 99.4750]).view(3, 1, 1, 1),
+    }.items():
+        x = NORMS[name].normalize(frames)
+        assert x.shape == (2, 3, 4, 5, 6) and x.dtype == torch.float32
+        torch.testing.assert_close(x.double(), expected.double(), rtol=0, atol=1e-4)
+    bgr = NORMS["activitynet-bgr"].normalize(torch.from_numpy(frames))
+    assert torch.allclose(bgr[:, 0], torch.from_numpy(frames[..., 2]).float() - 114.7748)  # blue comes first
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_descriptor_is_the_pooled_cam_layer_output(name):
+    model = random_model(name)
+    maps = []
+    model.cam_layer.register_forward_hook(lambda module, args, out: maps.append(out))
+    x = frames_clips(model.spec)
+    with torch.no_grad():
+        v, logits = model.descriptor(x), model(x)
+    spec = model.spec
+    assert v.shape == (2, spec.feature_dim) and logits.shape == (2, spec.num_classes)
+    assert maps[0].shape[:2] == (2, spec.feature_dim)
+    assert torch.allclose(maps[0].mean(dim=(2, 3, 4)), v)
+    assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
+    assert (spec.clip_len, spec.input_size, spec.weights, spec.seed) == (16, 112, "random", 1)
+    assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
+
+
+def test_spec_records_the_convention_and_dimensions():
+    spec = backbone_spec("resnext101")
+    assert (spec.norm.name, spec.norm.value_range, spec.norm.channel_order) == ("activitynet", 255.0, "RGB")
+    assert (spec.feature_dim, spec.num_classes, spec.clip_len, spec.input_size) == (2048, 400, 16, 112)
+    assert backbone_spec("shufflenetv2", width=2.0).feature_dim == 2048
+    assert backbone_spec("mobilenetv2").norm.channel_order == "BGR"
+    assert backbone_spec("resnet50", norm="activitynet").norm == NORMS["activitynet"]
+    assert backbone_spec("mobilenetv2", width=0.2) == random_model("mobilenetv2", seed=0).spec
+
+
+def test_random_weights_warn_and_are_rebuilt_exactly_from_their_seed():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        a = build_backbone("shufflenetv2", "random", width=0.25, seed=7)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream is untouched
+    b = random_model("shufflenetv2", seed=7)
+    c = random_model("shufflenetv2", seed=8)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.conv1[0].weight, c.conv1[0].weight)
+
+
+def test_bad_names_and_options_are_gcf_errors():
+    with pytest.raises(GcfError, match="unknown backbone 'resnext50'; known: resnet18, .*resnext101"):
+        build_backbone("resnext50", "random")
+    with pytest.raises(GcfError, match="takes no option groups; its options: width, shortcut"):
+        build_backbone("resnet18", "random", groups=3)
+    with pytest.raises(GcfError, match=r"width must be one of \[0.25, 0.5, 1.0, 1.5, 2.0\], not 0.75"):
+        build_backbone("shufflenetv2", "random", width=0.75)
+    with pytest.raises(GcfError, match="groups must be one of"):
+        build_backbone("shufflenet", "random", groups=5)
+    with pytest.raises(GcfError, match="unknown norm 'rgb'; use one of: kinetics, activitynet, activitynet-bgr"):
+        build_backbone("mobilenetv2", "random", norm="rgb")
+
+
+def test_names_include_torchvision_models():
+    assert {"resnext101", "r2plus1d50", "shufflenetv2", "tv:r3d_18", "tv:swin3d_t"} <= set(list_backbones())
+
+
+def torchvision_importable() -> bool:
+    try:
+        import torchvision.models.video  # noqa: F401
+    except Exception:  # ImportError, or its C++ ops failing against this torch
+        return False
+    return True
+
+
+@pytest.mark.skipif(torchvision_importable(), reason="torchvision imports here")
+def test_tv_backbones_without_torchvision_say_what_to_install():
+    with pytest.raises(GcfError, match="tv:r3d_18 needs torchvision.*`tv` extra"):
+        build_backbone("tv:r3d_18", "random")
+
+
+@pytest.mark.skipif(not torchvision_importable(), reason="torchvision cannot be imported")
+def test_tv_backbone_descriptor_and_round_trip(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_backbone("tv:r3d_18", "random", num_classes=10)
+    x = torch.randn(2, 3, 16, 56, 56)
+    path = tmp_path / "r3d.pth"
+    net_state = {**model.net.state_dict(), **{f"fc.{k}": v for k, v in model.head.state_dict().items()}}
+    torch.save(net_state, path)
+    loaded = build_backbone("tv:r3d_18", path)
+    with torch.no_grad():
+        assert model.descriptor(x).shape == (2, 512)
+        assert torch.equal(loaded(x), model(x)) and loaded.spec.num_classes == 10
+
+
+def test_importing_gcf_extract_does_not_import_torch():
+    code = "import sys, gcf.extract; assert 'torch' not in sys.modules; print(len(gcf.extract.list_backbones()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert int(out) == len(list_backbones())

@@ -1,0 +1,116 @@
+import re
+import shutil
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from gcf.errors import GcfError
+from gcf.extract.video import VideoError, clip_starts, iter_clips, probe
+from gcf.synth import SynthSpec, make_video
+
+# both decoders: decord (the default for files whose read-ahead fits) and PyAV streaming (long videos)
+READERS = pytest.mark.parametrize("limit", [64 << 20, 0], ids=["decord", "stream"])
+
+def pyav_frames(path):
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def square(tmp_path_factory):
+    """A 112x112 video of 70 frames: no resize needed at size 112, so decoded frames must equal PyAV's exactly."""
+    return make_video(tmp_path_factory.mktemp("sq") / "sq.mp4", 70, label=2, classes=4, action=(10, 60), seed=5,
+                      spec=SynthSpec(width=112, height=112))
+
+
+def test_every_clip_of_every_video(synth_videos):
+    for path in sorted(synth_videos.rglob("*.mp4")):
+        meta = probe(path)
+        assert (meta.width, meta.height, meta.fps) == (128, 96, 25.0)
+        assert meta.n_frames == len(pyav_frames(path)) and meta.duration == meta.n_frames / 25
+        clips = list(iter_clips(path))
+        assert len(clips) == meta.n_frames // 16
+        for i, clip in enumerate(clips):
+            assert clip.start_frame == 16 * i
+            assert clip.start_s == pytest.approx(16 * i / 25) and clip.end_s == pytest.approx(16 * (i + 1) / 25)
+            assert clip.frames.shape == (16, 112, 112, 3) and clip.frames.dtype == np.uint8
+
+
+@READERS
+def test_frames_are_exactly_the_decoded_frames_in_order(square, limit):
+    clips = list(iter_clips(square, readahead_limit=limit))
+    assert [c.start_frame for c in clips] == [0, 16, 32, 48]
+    np.testing.assert_array_equal(np.concatenate([c.frames for c in clips]), pyav_frames(square)[:64])
+
+
+@READERS
+def test_stride_and_window_options(square, limit):
+    ref = pyav_frames(square)
+    clips = list(iter_clips(square, clip_len=16, stride=8, window=20, readahead_limit=limit))
+    assert [c.start_frame for c in clips] == list(clip_starts(70, 16, 8)) == list(range(0, 55, 8))
+    for c in clips:
+        np.testing.assert_array_equal(c.frames, ref[c.start_frame:c.start_frame + 16])
+    gaps = list(iter_clips(square, clip_len=8, stride=20, readahead_limit=limit))
+    assert [c.start_frame for c in gaps] == [0, 20, 40, 60] and gaps[-1].end_s == pytest.approx(68 / 25)
+    np.testing.assert_array_equal(gaps[2].frames, ref[40:48])
+
+
+@READERS
+def test_short_side_resize_inside_decoder_then_centre_crop(synth_videos, limit):
+    path = synth_videos / "class_1" / "vid_000.mp4"
+    frames = torch.from_numpy(pyav_frames(path)).permute(0, 3, 1, 2).float()
+    ref = torch.nn.functional.interpolate(frames, size=(112, 149), mode="bilinear", antialias=True)
+    ref = ref.permute(0, 2, 3, 1).numpy()[:, :, 18:130]                 # 128x96 -> 149x112 -> centre 112
+    got = np.concatenate([c.frames for c in iter_clips(path, readahead_limit=limit)]).astype(float)
+    err = np.abs(got - ref[:len(got)]).mean()
+    shifted = np.abs(got[:, :, 2:-2] - ref[:len(got), :, 3:-1]).mean()  # one pixel off
+    assert err < 2.0 and err < shifted / 2
+
+
+def test_portrait_and_upscaled_sizes(tmp_path):
+    path = make_video(tmp_path / "portrait.mp4", 40, spec=SynthSpec(width=48, height=80))
+    assert probe(path).width == 48 and probe(path).height == 80
+    clips = list(iter_clips(path, size=64))
+    assert len(clips) == 2 and clips[0].frames.shape == (16, 64, 64, 3)
+
+
+@READERS
+def test_video_shorter_than_a_clip_gives_one_loop_padded_clip(tmp_path, limit):
+    path = make_video(tmp_path / "short.mp4", 6, label=0, classes=2, action=(0, 6), spec=SynthSpec(width=112, height=112))
+    (clip,) = list(iter_clips(path, readahead_limit=limit))
+    assert clip.start_frame == 0 and clip.start_s == 0 and clip.end_s == pytest.approx(6 / 25)
+    np.testing.assert_array_equal(clip.frames, pyav_frames(path)[np.arange(16) % 6])
+
+
+def damaged_copies(src, folder):
+    data = src.read_bytes()
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "half.mp4").write_bytes(data[:len(data) // 2])
+    (folder / "random.mp4").write_bytes(np.random.default_rng(0).bytes(len(data)))
+    (folder / "text.mp4").write_text("this is not a video\n" * 50)
+    holes = bytearray(data)
+    holes[len(data) // 3:len(data) // 3 + 3000] = bytes(3000)            # damage inside the frame data
+    (folder / "holes.mp4").write_bytes(bytes(holes))
+    shutil.copy(src, folder / "vanished.mp4")
+    (folder / "vanished.mp4").unlink()
+    return ["zero", "half", "random", "text", "holes", "vanished"]
+
+
+@READERS
+def test_damaged_files_raise_video_error_naming_the_file(synth_videos, tmp_path, limit):
+    src = synth_videos / "class_0" / "vid_000.mp4"
+    fast = make_video(tmp_path / "fast.mp4", 100, seed=3, faststart=True)   # index first: truncation cuts frames
+    fast.with_name("fast_half.mp4").write_bytes(fast.read_bytes()[:fast.stat().st_size // 2])
+    names = damaged_copies(src, tmp_path) + ["fast_half"]
+    for name in names:
+        path = tmp_path / f"{name}.mp4"
+        with pytest.raises(VideoError, match=re.escape(str(path))) as e:
+            list(iter_clips(path, readahead_limit=limit))
+        assert isinstance(e.value, GcfError) and "\n" not in str(e.value)
+        if name != "holes":                      # the header of that one is fine: it fails on the damaged frames
+            with pytest.raises(VideoError, match=re.escape(str(path))):
+                probe(path)
+    with pytest.raises(VideoError, match="no such file"):
+        probe(tmp_path / "vanished.mp4")
