@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train-head": "gcf.head.cli:train_head",
     "eval": "gcf.head.cli:eval_run",
     "head": "gcf.head.cli:head",
+    "ablate": "gcf.head.ablate:ablate",
 }
 
 
