@@ -14,7 +14,7 @@ from conftest import REPO, run_gcf
 
 from gcf.cli import main
 from gcf.errors import GcfError
-from gcf.head.ablate import GRID_KEYS, ablate_store, check_grid, expand, parse_grid, read_grid_file
+from gcf.head.ablate import GRID_KEYS, ablate_store, check_grid, expand, parse_grid, read_grid_file, run_job
 from gcf.head.synthetic import SynthConfig, synthesize, write_store
 
 TINY = SynthConfig(classes=3, train_per_class=12, test_per_class=4, dim=16, min_clips=4, max_clips=8,
@@ -107,6 +107,19 @@ def test_extended_grid_trains_only_the_new_points(store, tmp_path):
                                    threads=1, echo=said.append)
     assert said[1].startswith("2 runs: 1 cached, 1 new; clip baselines: 1 cached, 0 new")
     assert len(runs) == 2 and not errors
+    (tmp_path / "cache" / f"{runs[0]['key']}.json").write_text('{"metrics": ')    # a torn or corrupt record
+    again, _, _ = ablate_store(str(store), check_grid({"dim": [8, 16], "epochs": [2]}), 1, tmp_path, jobs=1,
+                               threads=1, echo=said.append)
+    assert said[2].startswith("2 runs: 1 cached, 1 new")
+    assert [dict(r, seconds=0) for r in again] == [dict(r, seconds=0) for r in runs]   # retrained: same numbers
+
+
+def test_a_failing_run_is_reported_not_cached(tmp_path):
+    (tmp_path / "cache").mkdir()
+    runs, _ = expand(check_grid({"dim": [8]}), seeds=1)
+    record = run_job(runs[0], "k", str(tmp_path / "gone"), ("a", "b"), 1, str(tmp_path / "cache"))
+    assert record["key"] == "k" and record["error"].startswith("FileNotFoundError")
+    assert not list((tmp_path / "cache").iterdir())
 
 
 def test_killed_run_resumes_with_the_rest(store, tmp_path):

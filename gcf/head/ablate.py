@@ -30,17 +30,16 @@ from gcf.head.ablate_report import BASELINES, result_row, write_reports
 from gcf.head.complexity import complexity
 from gcf.head.data import Data, FeatureTable, load_store, make_data
 from gcf.head.registry import HeadConfig
+from gcf.store import FeatureTable as StoreTable
 from gcf.head.train import (TrainConfig, accuracy, check_data, clip_baselines, clip_scores, fit_clip_classifier,
                             recipe, run_split, train)
 
 HEAD_KEYS = {"head": "name", "dim": "dim", "layers": "layers", "norm": "norm", "reduction": "reduction",
              "dropout": "dropout"}                       # grid key -> HeadConfig field
-MAX_RUNS = 200                                           # larger grids need --yes
-
-
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")   # 'recipe' picks the preset
 GRID_KEYS = (*HEAD_KEYS, *TRAIN_KEYS)
 KINDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+MAX_RUNS = 200                                                                 # larger grids need --yes
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -172,8 +171,7 @@ def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
 class Store:
     """A store read once: its table, where each seed's splits are, and what identifies its content."""
 
-    path: str
-    table: object                       # FeatureTable (store's), with per-video split names
+    table: StoreTable                   # the whole store in memory, with per-video split names
     class_names: tuple[str, ...]
     splits: dict[int, Data]             # seed -> Data (train/val/test video indices as `gcf train-head --seed`)
     fingerprint: str                    # sha256 of features, clips, labels, splits, classes and backbone
@@ -195,7 +193,7 @@ def read_store(path: str, seeds: int) -> Store:
         h.update(np.ascontiguousarray(a).view(np.uint8).data)
     h.update(json.dumps([str(t.features.dtype), list(t.features.shape), list(t.splits), source["class_names"],
                          source["backbone"], source["weights"]]).encode())
-    return Store(path, t, data.class_names, splits, h.hexdigest()[:24], backbone)
+    return Store(t, data.class_names, splits, h.hexdigest()[:24], backbone)
 
 
 def share(store: Store, folder: Path) -> None:
@@ -288,12 +286,10 @@ def baseline_record(job: Job, store: Store) -> dict | None:
     return {"baselines": clip_baselines(probs, d.table, d.test), "seconds": 0.0}
 
 
-def prepare_out(out: Path) -> Path:
-    """OUT, created; refuse a non-empty directory that is not an ablation output; returns OUT/cache."""
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a non-empty directory but not an ablation output (it has no cache/)."""
     if out.exists() and any(out.iterdir()) and not (out / "cache").is_dir():
         raise GcfError(f"{out}: exists and is not a `gcf ablate` output (no cache/); choose another --out")
-    (out / "cache").mkdir(parents=True, exist_ok=True)
-    return out / "cache"
 
 
 def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, jobs: int, threads: int | None = None,
@@ -303,15 +299,15 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
     `jobs` processes train at once with `threads` torch threads each (default: cores // jobs).
     """
     runs, clip_jobs = expand(grid, seeds)
-    cache = prepare_out(out)
+    check_out(out)
     store = read_store(store_path, seeds)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
     d, k = store.table.features.shape[1], len(store.class_names)
-    keys = {id(j): j.key(store.fingerprint, d, k) for j in runs + clip_jobs}
-    records = {}
-    for job in runs + clip_jobs:
-        record = baseline_record(job, store) if job.head is None else None
-        records[keys[id(job)]] = record or cached(cache / f"{keys[id(job)]}.json")
-    todo = [(j, keys[id(j)]) for j in runs + clip_jobs if records[keys[id(j)]] is None]
+    keys = {j: j.key(store.fingerprint, d, k) for j in runs + clip_jobs}
+    records = {key: (baseline_record(job, store) if job.head is None else None) or cached(cache / f"{key}.json")
+               for job, key in keys.items()}
+    todo = [(j, key) for j, key in keys.items() if records[key] is None]
     n_new = len([j for j, _ in todo if j.head is not None])
     jobs = max(1, min(jobs, len(todo)))
     threads = threads or max(1, cpu_count() // jobs)
@@ -328,10 +324,10 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
             else:
                 records[record["key"]] = record
         shutil.rmtree(folder)
-    rows = [dict(job.point, seed=job.train.seed, **result_row(records[keys[id(job)]]), key=keys[id(job)])
-            for job in runs if records[keys[id(job)]] is not None]
-    base = [{"seed": job.train.seed, "method": name, **records[keys[id(job)]]["baselines"][name]}
-            for job in clip_jobs if records[keys[id(job)]] is not None for name in BASELINES]
+    rows = [dict(job.point, seed=job.train.seed, **result_row(records[keys[job]]), key=keys[job])
+            for job in runs if records[keys[job]] is not None]
+    base = [{"seed": job.train.seed, "method": name, **records[keys[job]]["baselines"][name]}
+            for job in clip_jobs if records[keys[job]] is not None for name in BASELINES]
     return rows, base, errors
 
 
