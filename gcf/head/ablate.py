@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -30,9 +31,11 @@ from gcf.head.ablate_report import BASELINES, result_row, write_reports
 from gcf.head.complexity import complexity
 from gcf.head.data import Data, FeatureTable, load_store, make_data
 from gcf.head.registry import HeadConfig
-from gcf.store import FeatureTable as StoreTable
 from gcf.head.train import (TrainConfig, accuracy, check_data, clip_baselines, clip_scores, fit_clip_classifier,
                             recipe, run_split, train)
+
+if TYPE_CHECKING:
+    from gcf.store import FeatureTable as StoreTable   # workers need not import the store package
 
 HEAD_KEYS = {"head": "name", "dim": "dim", "layers": "layers", "norm": "norm", "reduction": "reduction",
              "dropout": "dropout"}                       # grid key -> HeadConfig field
