@@ -15,6 +15,7 @@ from conftest import REPO, run_gcf
 from gcf.cli import main
 from gcf.errors import GcfError
 from gcf.head.ablate import GRID_KEYS, ablate_store, check_grid, expand, parse_grid, read_grid_file, run_job
+from gcf.head.ablate_report import write_reports
 from gcf.head.synthetic import SynthConfig, synthesize, write_store
 
 TINY = SynthConfig(classes=3, train_per_class=12, test_per_class=4, dim=16, min_clips=4, max_clips=8,
@@ -215,3 +216,23 @@ def test_cli_refuses_bad_and_too_large_grids_before_training(store, tmp_path):
     (tmp_path / "run" / "config.json").write_text("{}")
     code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--out", tmp_path / "run")
     assert code == 2 and "is not a `gcf ablate` output" in stderr
+
+
+def test_reports_with_a_missing_point_and_one_seed(tmp_path):
+    """Plots draw what finished (a failed point is left out); one seed prints no ±; mean ± std by hand."""
+    def result(head, dim, seed, top1, val):
+        return {"head": head, "dim": dim, "seed": seed, "top1": top1, "top5": 1.0, "mean_class": top1,
+                "val_top1": val, "val_top5": 1.0, "val_mean_class": val, "val_loss": 1.0 - val, "params": 10,
+                "mflops": 0.5, "best_epoch": 3, "epochs_run": 3, "seconds": 1.0, "stopped": "", "key": "k"}
+    results = [result("gcf", 8, 0, 0.5, 0.4), result("gcf", 8, 1, 0.7, 0.6), result("gcf", 16, 0, 0.9, 0.1),
+               result("gcf", 16, 1, 0.9, 0.1), result("fusion-only", 8, 0, 0.2, 0.9),
+               result("fusion-only", 8, 1, 0.4, 0.9)]
+    base = [{"seed": 0, "method": "C-Clip", "top1": 0.1, "top5": 0.5, "mean_class": 0.1},
+            {"seed": 0, "method": "D-Clips", "top1": 0.3, "top5": 0.6, "mean_class": 0.3}]
+    said = write_reports(tmp_path, ["head", "dim"], results, base, "store.zarr")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| gcf | 16 | 2 | 90.00 ± 0.00 |" in summary and "| gcf | 8 | 2 | 60.00 ± 14.14 |" in summary
+    assert "| C-Clip | 1 | 10.00 | 50.00 | 10.00 |" in summary
+    assert said[0] == "best on validation: head=fusion-only, dim=8: test top-1 30.00 ± 14.14%"
+    assert (tmp_path / "fig3a_dim.png").exists() and (tmp_path / "table2_modules.png").exists()
+    assert len(rows(tmp_path / "results.csv")) == 6

@@ -83,12 +83,12 @@ def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict]
     groups, baselines = summarize(rows, keys), baseline_stats(base)
     drawn, skipped = plot_all(out, keys, groups, baselines)
     fixed = [k for k in keys if len({g[k] for g in groups}) == 1]
+    common = [f"Same in every configuration: {', '.join(f'{k}={groups[0][k]}' for k in fixed)}.", ""] if fixed else []
     keys = [k for k in keys if k not in fixed]
     head = [*keys, "seeds", "top-1 %", "top-5 %", "mean class %", "val top-1 %", "params", "MFLOPs", "s/run"]
     lines = [f"# gcf ablate: {store}", "",
              f"{len(groups)} configurations, {len(rows)} runs. Test-split accuracy, mean ± sample std over seeds, "
-             "sorted by test top-1. The plots pick configurations by validation top-1.", "",
-             *([f"Same in every configuration: {', '.join(f'{k}={groups[0][k]}' for k in fixed)}.", ""] if fixed else []),
+             "sorted by test top-1. The plots pick configurations by validation top-1.", "", *common,
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         cells = [*(str(g[k]) for k in keys), str(g["seeds"]), pm(g, "top1"), pm(g, "top5"), pm(g, "mean_class"),
@@ -128,9 +128,9 @@ def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict) ->
         fig, ax = plt.subplots(figsize=(5, 3.8))
         for h in heads:
             fixed = {} if h is None else {"head": h}
-            picks = [pick(groups, **fixed, **{key: x}) for x in xs]
-            ax.errorbar(xs, [100 * p["top1"] for p in picks], yerr=[100 * p["top1_std"] for p in picks],
-                        marker="o", capsize=3, label=h or "head")
+            points = [(x, p) for x in xs if (p := pick(groups, **fixed, **{key: x})) is not None]  # failed: none
+            ax.errorbar([x for x, _ in points], [100 * p["top1"] for _, p in points],
+                        yerr=[100 * p["top1_std"] for _, p in points], marker="o", capsize=3, label=h or "head")
         for i, (n, b) in enumerate(baselines.items()):
             ax.axhline(100 * b["top1"], ls="--", color=f"C{len(heads) + i}", label=n)
         if key == "dim":
