@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,10 @@ import torch
 
 from gcf.head import HeadConfig, build
 from gcf.head.complexity import count_flops
-from gcf.head.data import Standardizer, load_store, select_clips
+from gcf.head.data import Standardizer, load_store
 from gcf.head.synthetic import SynthConfig, synthesize, write_store
 from gcf.head.train import batches, fit_epoch, make_optimizer, objective, recipe
+from gcf.store import select_clips
 
 
 def matmul_flops(n: int = 2048, reps: int = 10) -> float:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from gcf.errors import GcfError
-from gcf.head.data import Data, FeatureTable, Standardizer, clip_table, rows_of, select_clips
+from gcf.head.data import Data, Standardizer, clip_table, rows_of
 from gcf.head.registry import HeadConfig, build
+from gcf.store import FeatureTable, select_clips
 
 
 @dataclass(frozen=True)
