@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "extract": "gcf.extract.cli:extract",
     "store": "gcf.store.cli:store",
     "synth": "gcf.synth:synth",
+    "train-head": "gcf.head.cli:train_head",
+    "eval": "gcf.head.cli:eval_run",
+    "head": "gcf.head.cli:head",
 }
 
 
