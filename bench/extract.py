@@ -9,12 +9,14 @@ efficiency = end-to-end / (1 / (decode s/clip + backbone s/clip)): 1.0 means dec
 nothing beyond the CPU time it needs (overlap can even beat that on a CPU, where the stages share cores).
 Target (issue 4): >= 0.95 on a 2-core CPU with resnext101; on a GPU, end-to-end >= 90% of min(decode, backbone).
 
-    python bench/extract.py [--backbone resnext101] [--option width=0.25] [--videos 16] [--device cpu]
+    python bench/extract.py [--backbone resnext101] [--option width=0.25] [--videos 16] [--repeat 1] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from gcf.extract import build_backbone
 from gcf.extract.inputs import discover
-from gcf.extract.pipeline import ExtractConfig, default_workers, extract, store_meta
+from gcf.extract.pipeline import BackboneRunner, ExtractConfig, default_workers, extract, store_meta
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Task
 from gcf.extract.video import iter_clips, probe
 from gcf.store import StoreWriter, VideoInfo
@@ -50,34 +52,31 @@ def decode_only(paths: list[str], workers: int, clip_len: int, size: int) -> tup
     return clips, seconds
 
 
-def backbone_only(model: torch.nn.Module, frames: np.ndarray, batch: int, device: torch.device) -> float:
+def backbone_only(runner: BackboneRunner, frames: np.ndarray, batch: int) -> float:
     """Seconds for the model on normalised clip tensors already in (device) memory, in batches of `batch`."""
-    x = model.spec.normalize(frames).contiguous()
-    x = x.to(device, memory_format=torch.channels_last_3d) if device.type == "cuda" else x
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
-                                                                                                    enabled=False)
-    with torch.inference_mode(), amp:
-        model.descriptor(x[:batch])                         # warm-up: one-off kernel selection
-        _sync(device)
+    x = runner.model.spec.normalize(torch.from_numpy(frames).to(runner.device))
+    with torch.inference_mode(), runner.amp:
+        runner.model.descriptor(x[:batch])                  # warm-up: one-off kernel selection
+        _sync(runner.device)
         start = time.perf_counter()
         for i in range(0, len(x), batch):
-            model.descriptor(x[i:i + batch])
-        _sync(device)
+            runner.model.descriptor(x[i:i + batch])
+        _sync(runner.device)
     return time.perf_counter() - start
 
 
-def naive(config: ExtractConfig, model: torch.nn.Module, items: list, class_names: tuple,
+def naive(config: ExtractConfig, runner: BackboneRunner, items: list, class_names: tuple,
           store: Path) -> tuple[int, float]:
     """(clips, seconds) for the obvious loop: one video at a time, decode all of it, run it, write it."""
+    model = runner.model
     meta = store_meta(model.spec, config, class_names)
-    device = torch.device(config.device)
     start = time.perf_counter()
     clips = 0
-    with StoreWriter(store, meta) as writer, torch.inference_mode():
+    with StoreWriter(store, meta) as writer, torch.inference_mode(), runner.amp:
         for item in items:
             vm = probe(item.path)
             got = list(iter_clips(item.path, meta.clip_len, meta.stride, meta.input_size))
-            x = model.spec.normalize(np.stack([c.frames for c in got])).to(device)
+            x = model.spec.normalize(torch.from_numpy(np.stack([c.frames for c in got])).to(runner.device))
             v = torch.cat([model.descriptor(x[i:i + config.batch_size]) for i in range(0, len(x), config.batch_size)])
             label = -1 if item.label is None else class_names.index(item.label)
             writer.add(VideoInfo(item.video_id, item.path, label, item.split, vm.n_frames, vm.fps, vm.duration),
@@ -101,6 +100,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; each phase reports its fastest")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
     options = tuple((k, float(v) if "." in v else int(v)) for k, v in (o.split("=", 1) for o in args.option))
@@ -114,27 +114,30 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")           # random weights: speed does not depend on them
             model = build_backbone(args.backbone, "random", **dict(options))
-        spec, device = model.spec, torch.device(args.device)
-        size = args.size or spec.input_size
+        spec, device, size = model.spec, torch.device(args.device), args.size or model.spec.input_size
+        runner = BackboneRunner(model, args.batch_size, spec.clip_len, size, device)
         config = ExtractConfig(inputs=(str(tmp / "videos"),), backbone=args.backbone, weights="random",
-                               output=str(tmp / "e2e.zarr"), options=options, size=size,
-                               batch_size=args.batch_size, workers=args.workers, device=args.device,
-                               progress=False)
+                               options=options, size=size, batch_size=args.batch_size, workers=args.workers,
+                               device=args.device, progress=False)
+        load0 = os.getloadavg()[0]
         print(f"{args.backbone} {dict(options)} on {args.device} ({torch.get_num_threads()} torch threads), "
               f"{len(items)} videos, {size}px, batch {args.batch_size}, {args.workers} decoder workers")
 
-        n_dec, t_dec = decode_only(paths, args.workers, spec.clip_len, size)
         frames = np.stack([c.frames for p in paths for c in iter_clips(p, spec.clip_len, spec.clip_len, size)])
-        t_bb = backbone_only(model.to(device), frames, args.batch_size, device)
-        del frames
-        summary = extract(config)
-        n_e2e, t_e2e = summary.clips, summary.seconds
-        n_naive, t_naive = naive(config, model, items, dataset.class_names, tmp / "naive.zarr")
-        assert n_dec == n_e2e == n_naive, (n_dec, n_e2e, n_naive)
-
-        dec, bb, e2e, nv = n_dec / t_dec, n_dec / t_bb, n_e2e / t_e2e, n_naive / t_naive
+        seconds = {"decode": [], "backbone": [], "e2e": [], "naive": []}     # per round; each phase's fastest counts
+        for r in range(args.repeat):
+            n_dec, t = decode_only(paths, args.workers, spec.clip_len, size)
+            seconds["decode"].append(t)
+            seconds["backbone"].append(backbone_only(runner, frames, args.batch_size))
+            summary = extract(dataclasses.replace(config, output=str(tmp / f"e2e{r}.zarr")))
+            seconds["e2e"].append(summary.seconds)
+            n_naive, t = naive(config, runner, items, dataset.class_names, tmp / f"naive{r}.zarr")
+            seconds["naive"].append(t)
+            assert n_dec == summary.clips == n_naive == len(frames), (n_dec, summary.clips, n_naive, len(frames))
+        dec, bb, e2e, nv = (len(frames) / min(seconds[k]) for k in ("decode", "backbone", "e2e", "naive"))
         serial = 1 / (1 / dec + 1 / bb)
-        print(f"clips: {n_dec}")
+        print(f"clips: {len(frames)}, best of {args.repeat} round(s); load average {load0:.1f} at the start, "
+              f"{os.getloadavg()[0]:.1f} at the end (other jobs on the machine skew wall-clock rates)")
         print(f"decode-only    {dec:9.2f} clips/s")
         print(f"backbone-only  {bb:9.2f} clips/s")
         print(f"end-to-end     {e2e:9.2f} clips/s")
