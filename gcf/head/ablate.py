@@ -1,6 +1,6 @@
 """`gcf ablate`: train a grid of head configurations on one store, in parallel and cached, and report it.
 
-Every run is `gcf train-head`'s code path: gcf.head.train.train on the store's data split with the run's seed,
+Every run is `gcf train-head`'s code path: gcf.head.train.train on the store's splits (the same for every seed),
 then evaluate. The store is read once; its features are dumped to .npy files that the loky workers memory-map,
 so no configuration re-reads the store. Each run's result is written atomically to OUT/cache/<key>.json, the
 key hashing the full head and training config, the seed and the store's content: a rerun, an interrupted run or
@@ -17,7 +17,6 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -29,13 +28,11 @@ from gcf import __version__
 from gcf.errors import GcfError
 from gcf.head.ablate_report import BASELINES, result_row, write_reports
 from gcf.head.complexity import complexity
-from gcf.head.data import Data, FeatureTable, load_store, make_data
+from gcf.head.data import Data, load_store
 from gcf.head.registry import HeadConfig
 from gcf.head.train import (TrainConfig, accuracy, check_data, clip_baselines, clip_scores, fit_clip_classifier,
                             recipe, run_split, train)
-
-if TYPE_CHECKING:
-    from gcf.store import FeatureTable as StoreTable   # workers need not import the store package
+from gcf.store import FeatureTable
 
 HEAD_KEYS = {"head": "name", "dim": "dim", "layers": "layers", "norm": "norm", "reduction": "reduction",
              "dropout": "dropout"}                       # grid key -> HeadConfig field
@@ -172,49 +169,46 @@ def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
 
 @dataclass(frozen=True)
 class Store:
-    """A store read once: its table, where each seed's splits are, and what identifies its content."""
+    """A store read once: its data (table and train/val/test, as `gcf train-head` makes them) and identity."""
 
-    table: StoreTable                   # the whole store in memory, with per-video split names
-    class_names: tuple[str, ...]
-    splits: dict[int, Data]             # seed -> Data (train/val/test video indices as `gcf train-head --seed`)
-    fingerprint: str                    # sha256 of features, clips, labels, splits, classes and backbone
-    backbone_probs: dict[int, np.ndarray | None]   # seed -> the backbone's test-clip probabilities, if usable
+    data: Data
+    fingerprint: str                    # sha256 of features, clips, ids, labels, splits, classes and backbone
+    backbone_probs: np.ndarray | None   # the backbone's test-clip probabilities, when usable for C-Clip/D-Clips
 
 
-def read_store(path: str, seeds: int) -> Store:
-    """Load the store once and make each seed's splits exactly as `gcf train-head --seed s` does."""
-    data, source, probs = load_store(path, seed=0)
+def read_store(path: str) -> Store:
+    """Load the store once, with `gcf train-head`'s splits; GcfError if they cannot train a classifier."""
+    data, source, probs = load_store(path)
+    try:
+        check_data(data)
+    except GcfError as e:
+        raise GcfError(f"{path}: {e}") from None
     t = data.table
-    splits, backbone = {}, {}
-    for s in range(seeds):
-        splits[s] = data if s == 0 else make_data(t, t.splits, data.class_names, seed=s)
-        check_data(splits[s])
-        same_test = np.array_equal(splits[s].test, data.test)
-        backbone[s] = probs if probs is None or same_test else load_store(path, seed=s)[2]
     h = hashlib.sha256()
     for a in (t.features, t.offsets, t.labels):
         h.update(np.ascontiguousarray(a).view(np.uint8).data)
-    h.update(json.dumps([str(t.features.dtype), list(t.features.shape), list(t.splits), source["class_names"],
-                         source["backbone"], source["weights"]]).encode())
-    return Store(t, data.class_names, splits, h.hexdigest()[:24], backbone)
+    h.update(json.dumps([str(t.features.dtype), list(t.features.shape), list(t.video_ids), list(t.splits),
+                         source["class_names"], source["backbone"], source["weights"]]).encode())
+    return Store(data, h.hexdigest()[:24], probs)
 
 
-def share(store: Store, folder: Path) -> None:
-    """Dump the features, clip offsets, labels and each seed's splits as .npy files for the workers to map."""
+def share(data: Data, folder: Path) -> None:
+    """Dump the table (features, offsets, ids, labels, splits) and the split indices as .npy files for workers."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"features": store.table.features, "offsets": store.table.offsets, "labels": store.table.labels}
-    for s, d in store.splits.items():
-        arrays.update({f"train{s}": d.train, f"val{s}": d.val, f"test{s}": d.test})
+    t = data.table
+    arrays = {"features": t.features, "offsets": t.offsets, "video_ids": np.array(t.video_ids, dtype=str),
+              "labels": t.labels, "splits": np.array(t.splits, dtype=str),
+              "train": data.train, "val": data.val, "test": data.test}
     for name, a in arrays.items():
         np.save(folder / f"{name}.tmp.npy", np.ascontiguousarray(a))
         os.replace(folder / f"{name}.tmp.npy", folder / f"{name}.npy")
 
 
-def shared_data(folder: Path, seed: int, class_names: tuple[str, ...]):
-    """A seed's Data over the memory-mapped features of `share` (no copy of the feature table)."""
-    load = lambda name: np.load(folder / f"{name}.npy")  # noqa: E731 (small index arrays: read)
-    table = FeatureTable(np.load(folder / "features.npy", mmap_mode="r"), load("offsets"), [], load("labels"))
-    return Data(table, load(f"train{seed}"), load(f"val{seed}"), load(f"test{seed}"), class_names)
+def shared_data(folder: Path, class_names: tuple[str, ...]) -> Data:
+    """The Data of `share`, memory-mapped: the workers share one copy of the features in the page cache."""
+    load = lambda name: np.load(folder / f"{name}.npy", mmap_mode="r")  # noqa: E731
+    table = FeatureTable(load("features"), load("offsets"), load("video_ids"), load("labels"), load("splits"))
+    return Data(table, load("train"), load("val"), load("test"), class_names)
 
 
 # ---------------------------------------------------------------------------------------------------- running
@@ -233,7 +227,7 @@ def run_job(job: Job, key: str, folder: str, class_names: tuple[str, ...], threa
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
-        data = shared_data(Path(folder), job.train.seed, class_names)
+        data = shared_data(Path(folder), class_names)
         t = data.table
         if job.head is None:
             clf = fit_clip_classifier(data, job.train)
@@ -267,11 +261,11 @@ def cost(job: Job) -> float:
     return job.train.epochs * job.train.clips * (h.dim * max(h.layers, 1) + 1)
 
 
-def run_all(todo: list[tuple[Job, str]], folder: Path, store: Store, jobs: int, threads: int,
+def run_all(todo: list[tuple[Job, str]], folder: Path, class_names: tuple[str, ...], jobs: int, threads: int,
             cache: Path) -> list[dict]:
     """Run the jobs with joblib: loky worker processes, or in this process for one job."""
     todo = sorted(todo, key=lambda jk: -cost(jk[0]))
-    tasks = (delayed(run_job)(job, key, str(folder), store.class_names, threads, str(cache)) for job, key in todo)
+    tasks = (delayed(run_job)(job, key, str(folder), class_names, threads, str(cache)) for job, key in todo)
     records = []
     with tqdm(total=len(todo), desc="runs", unit="run", leave=False) as bar:
         for record in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
@@ -280,13 +274,12 @@ def run_all(todo: list[tuple[Job, str]], folder: Path, store: Store, jobs: int, 
     return records
 
 
-def baseline_record(job: Job, store: Store) -> dict | None:
+def baseline_record(store: Store) -> dict | None:
     """C-Clip/D-Clips from the backbone's own clip logits, when the store has them for its classes."""
-    probs = store.backbone_probs[job.train.seed]
-    if probs is None:
+    if store.backbone_probs is None:
         return None
-    d = store.splits[job.train.seed]
-    return {"baselines": clip_baselines(probs, d.table, d.test), "seconds": 0.0}
+    d = store.data
+    return {"baselines": clip_baselines(store.backbone_probs, d.table, d.test), "seconds": 0.0}
 
 
 def check_out(out: Path) -> None:
@@ -303,12 +296,12 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
     """
     runs, clip_jobs = expand(grid, seeds)
     check_out(out)
-    store = read_store(store_path, seeds)
+    store = read_store(store_path)
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    d, k = store.table.features.shape[1], len(store.class_names)
+    d, k = store.data.table.features.shape[1], len(store.data.class_names)
     keys = {j: j.key(store.fingerprint, d, k) for j in runs + clip_jobs}
-    records = {key: (baseline_record(job, store) if job.head is None else None) or cached(cache / f"{key}.json")
+    records = {key: (baseline_record(store) if job.head is None else None) or cached(cache / f"{key}.json")
                for job, key in keys.items()}
     todo = [(j, key) for j, key in keys.items() if records[key] is None]
     n_new = len([j for j, _ in todo if j.head is not None])
@@ -320,8 +313,8 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
     errors = []
     if todo:
         folder = cache / f"features-{store.fingerprint}"
-        share(store, folder)
-        for record in run_all(todo, folder, store, jobs, threads, cache):
+        share(store.data, folder)
+        for record in run_all(todo, folder, store.data.class_names, jobs, threads, cache):
             if "error" in record:
                 errors.append(record["error"])
             else:
