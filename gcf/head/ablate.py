@@ -207,7 +207,8 @@ def share(data: Data, folder: Path) -> None:
 def shared_data(folder: Path, class_names: tuple[str, ...]) -> Data:
     """The Data of `share`, memory-mapped: the workers share one copy of the features in the page cache."""
     load = lambda name: np.load(folder / f"{name}.npy", mmap_mode="r")  # noqa: E731
-    table = FeatureTable(load("features"), load("offsets"), load("video_ids"), load("labels"), load("splits"))
+    names = lambda name: np.load(folder / f"{name}.npy").tolist()       # noqa: E731 (lists, as the store gives)
+    table = FeatureTable(load("features"), load("offsets"), names("video_ids"), load("labels"), names("splits"))
     return Data(table, load("train"), load("val"), load("test"), class_names)
 
 
