@@ -88,9 +88,10 @@ def extract(inputs, backbone, weights, output, root, options, norm, seed, clip_l
                            progress=not quiet)
     log = logging.getLogger("gcf")
     log.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    if not log.handlers:                        # once per process: `gcf demo` calls this command in-process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     resume = f"run the same command again to resume (finished videos are kept in {output})"

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -395,10 +396,11 @@ class _Run:
 
 
 class _Progress:
-    """A tqdm bar (videos, clips/s, failures, ETA), or with `bar=False` a log line every 30 seconds."""
+    """A tqdm bar (videos, clips/s, failures, ETA) on a terminal; else (or with `bar=False`, i.e. --quiet) a log
+    line every 30 seconds, which is what a batch job's log file wants."""
 
     def __init__(self, total: int, bar: bool):
-        self.total, self.bar = total, bar
+        self.total, self.bar = total, bar and sys.stderr.isatty()
         self.videos = self.clips = self.failed = 0
         self.start = self.last_log = time.perf_counter()
         self._tqdm = None
