@@ -73,8 +73,8 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--overwrite", is_flag=True, help="Delete the store first and extract everything again.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any video failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar: log lines only.")
-def extract(inputs, backbone, weights, weights_dir, output, root, options, norm, seed, clip_len, stride, size, batch_size,
-            workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
+def extract(inputs, backbone, weights, weights_dir, output, root, options, norm, seed, clip_len, stride, size,
+            batch_size, workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
     """Extract one descriptor per clip of every video in INPUTS (folders, videos, CSV/list or split files)."""
     if overwrite and shard[1] > 1:
         raise GcfError(f"--overwrite with --shard {shard[0]}/{shard[1]} would delete the other shards' work; "
