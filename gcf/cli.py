@@ -18,6 +18,9 @@ from gcf.errors import GcfError
 COMMANDS: dict[str, str] = {
     "store": "gcf.store.cli:store",
     "synth": "gcf.synth:synth",
+    "train-head": "gcf.head.cli:train_head",
+    "eval": "gcf.head.cli:eval_run",
+    "head": "gcf.head.cli:head",
 }
 
 

@@ -1,0 +1,138 @@
+"""Training, evaluation and run directories on small synthetic feature tables (Python API)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from gcf.errors import GcfError
+from gcf.head import HeadConfig
+from gcf.head.data import FeatureTable, Standardizer, carve, make_data, rows_of, select_clips
+from gcf.head.run import load_run, save_run
+from gcf.head.synthetic import SynthConfig, synthesize
+from gcf.head.train import (accuracy, clip_baselines, clip_scores, evaluate, fit_clip_classifier, recipe,
+                            train)
+
+torch.set_num_threads(1)  # tiny heads: threads only add overhead, and the test machine is shared
+
+SMALL = SynthConfig(classes=4, train_per_class=60, test_per_class=25, dim=32, min_clips=6, max_clips=12,
+                    min_relevant=2, max_relevant=3, signal=4.0)
+FAST = dict(epochs=10, batch_size=32, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthesize(SMALL).data()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return train(data, HeadConfig(dim=32), recipe(**FAST))
+
+
+def test_select_clips_uniform_random_and_short_videos():
+    feats = np.arange(20, dtype=np.float32)[:, None]
+    table = FeatureTable(feats, np.array([0, 10, 13, 20]), ["a", "b", "c"], np.array([0, 1, 0]))
+    x, mask = select_clips(table, np.array([0, 1, 2]), 5, "uniform")
+    assert x[0, :, 0].tolist() == [1, 3, 5, 7, 9]                       # centres of 5 equal segments
+    assert x[1, :3, 0].tolist() == [10, 11, 12] and mask[1].tolist() == [True] * 3 + [False] * 2
+    xr, mr = select_clips(table, np.array([0, 0]), 5, "random", np.random.default_rng(0))
+    assert mr.all() and (np.diff(xr[..., 0], axis=1) > 0).all()          # one clip per segment, in order
+    assert ((xr[..., 0] // 2) == np.arange(5)).all()
+
+
+def test_carve_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(3), 10)
+    kept, val = carve(np.arange(30), labels, 0.2, seed=5)
+    assert np.bincount(labels[val]).tolist() == [2, 2, 2]
+    assert len(np.intersect1d(kept, val)) == 0 and len(kept) + len(val) == 30
+    assert (carve(np.arange(30), labels, 0.2, seed=5)[1] == val).all()
+
+
+def test_make_data_uses_val_as_test_when_the_store_has_no_test(data):
+    t = data.table
+    splits = ["val" if i % 5 == 0 else "train" for i in range(len(t.labels))]
+    d = make_data(t, splits, data.class_names)
+    assert set(d.test) == {i for i in range(len(t.labels)) if i % 5 == 0}
+    assert len(d.val) > 0 and not set(d.val) & set(d.test)
+    assert "val split" in d.notes[0]
+
+
+def test_standardizer_fits_train_clips(data):
+    std = Standardizer.fit(data.table, data.train)
+    x = std(data.table.features[rows_of(data.table, data.train)])
+    assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-3)
+    assert torch.allclose(x.std(0), torch.ones(x.shape[1]), atol=1e-2)
+
+
+def test_training_beats_chance_and_averaging(data, trained):
+    assert trained.metrics["top1"] > 0.6                                  # chance is 0.25
+    assert [h["epoch"] for h in trained.history] == list(range(1, FAST["epochs"] + 1))
+    clf = fit_clip_classifier(data, recipe(**FAST))
+    base = clip_baselines(clip_scores(clf, data.table, data.test), data.table, data.test)
+    assert trained.metrics["top1"] > base["D-Clips"]["top1"]
+
+
+def test_training_is_deterministic_for_a_seed(data, trained):
+    again = train(data, HeadConfig(dim=32), recipe(**FAST))
+    for k, v in trained.head.state_dict().items():
+        assert torch.equal(v, again.head.state_dict()[k]), k
+
+
+def test_clip_baselines_by_hand():
+    table = FeatureTable(np.zeros((5, 1)), np.array([0, 3, 5]), ["a", "b"], np.array([1, 0]))
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.8, 0.2], [0.4, 0.6]])
+    out = clip_baselines(probs, table, np.array([0, 1]))
+    assert out["C-Clip"]["top1"] == 0.5      # centre clips: a -> clip 1 says 1 (right), b -> clip 4 says 1 (wrong)
+    assert out["D-Clips"]["top1"] == 1.0     # means: a (0.47, 0.53) -> 1, b (0.6, 0.4) -> 0
+
+
+def test_accuracy_top5_and_mean_class():
+    scores = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.1, 0.9]])
+    m = accuracy(scores, np.array([0, 0, 0, 0]))
+    assert m["top1"] == 0.75 and m["top5"] == 1.0 and m["mean_class"] == 0.75
+    m = accuracy(np.array([[0.9, 0.1]] * 4), np.array([0, 0, 0, 1]))   # class 0 all right, class 1 all wrong
+    assert m["top1"] == 0.75 and m["mean_class"] == 0.5
+
+
+def test_run_round_trip_reproduces_predictions(tmp_path, data, trained):
+    source = {"store": "x.zarr", "backbone": "toy", "weights": "random", "feature_dim": SMALL.dim,
+              "class_names": list(data.class_names)}
+    save_run(tmp_path / "run", trained, None, source)
+    for name in ("config.json", "head.safetensors", "history.csv", "metrics.json", "curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    run = load_run(tmp_path / "run")
+    assert run.head.head_cfg == trained.head_cfg and run.head.cfg == trained.cfg
+    again, logits = evaluate(run.head, data)
+    assert again == trained.metrics
+    assert torch.equal(logits, evaluate(trained, data)[1])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data):
+    r = train(data, HeadConfig(dim=32), recipe(**dict(FAST, lr=1e30)))
+    assert r.stopped and "kept the last good checkpoint (epoch 0)" in r.stopped
+    assert all(torch.isfinite(p).all() for p in r.head.parameters())
+    assert r.metrics["top1"] >= 0.0
+
+
+@pytest.mark.parametrize("bad, message", [(dict(lr=-1.0), "lr must be"), (dict(clips=0), "clips must be"),
+                                          (dict(optimizer="adam"), "optimizer must be")])
+def test_invalid_hyper_parameters(data, bad, message):
+    with pytest.raises(ValueError, match=message):
+        train(data, HeadConfig(dim=32), recipe(**bad))
+
+
+def test_empty_split_and_one_class_are_refused(data):
+    with pytest.raises(GcfError, match="the test split is empty"):
+        train(replace(data, test=data.test[:0]), HeadConfig(dim=32), recipe(**FAST))
+    one = data.train[data.table.labels[data.train] == 0]
+    with pytest.raises(GcfError, match="one class only"):
+        train(replace(data, train=one), HeadConfig(dim=32), recipe(**FAST))
+
+
+@pytest.mark.parametrize("name", ["gcf-clipgate", "fusion-only", "attention-only", "linear", "max-pool",
+                                  "attention-pool", "transformer"])
+def test_every_head_trains(data, name):
+    r = train(data, HeadConfig(name=name, dim=32), recipe(epochs=2, batch_size=64))
+    assert len(r.history) == 2 and 0.0 <= r.metrics["top1"] <= 1.0
