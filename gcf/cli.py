@@ -16,6 +16,7 @@ from gcf.errors import GcfError
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    "extract": "gcf.extract.cli:extract",
     "store": "gcf.store.cli:store",
     "synth": "gcf.synth:synth",
     "train-head": "gcf.head.cli:train_head",
