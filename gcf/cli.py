@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "train-head": "gcf.head.cli:train_head",
     "eval": "gcf.head.cli:eval_run",
     "head": "gcf.head.cli:head",
+    "predict": "gcf.analysis.cli:predict",
+    "localize": "gcf.analysis.cli:localize",
+    "explain": "gcf.analysis.cli:explain",
 }
 
 

@@ -1,0 +1,209 @@
+"""Temporal localisation of a store's videos from the clip gate: intervals, temporal IoU and detection mAP.
+
+Intervals come from `predict.att_intervals`: runs of consecutive clips whose att passes the threshold, merged into
+[start of the first clip, end of the last] seconds, scored by their mean att (paper 3.1: the attention "can be used
+to locate the time interval of an action event"). Detections for mAP are (video, class, start, end, score) with score = mean
+att of the interval x the video's probability of that class; they are matched to ground-truth segments of the
+video's true class, ActivityNet style (greedy by score, each segment used once, interpolated AP per class).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gcf.analysis.predict import Model, Prediction, predict_features
+from gcf.errors import GcfError
+
+TIOUS = (0.3, 0.5, 0.7)
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, disjoint union of intervals."""
+    out: list[list[float]] = []
+    for s, e in sorted(intervals):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def _length(intervals: list[tuple[float, float]]) -> float:
+    return float(sum(e - s for s, e in intervals))
+
+
+def union_tiou(pred: list[tuple[float, float]], truth: list[tuple[float, float]]) -> float:
+    """Temporal IoU of two sets of intervals taken as unions of time: |P & T| / |P | T| (0 when both are empty)."""
+    p, t = _union(pred), _union(truth)
+    inter = sum(max(0.0, min(pe, te) - max(ps, ts)) for ps, pe in p for ts, te in t)
+    union = _length(p) + _length(t) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Temporal IoU of two single intervals."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    video: str
+    label: int
+    start: float
+    end: float
+    score: float
+
+
+def average_precision(detections: list[Detection], truth: dict[str, list[tuple[float, float]]], threshold: float) -> float:
+    """Interpolated AP of one class's detections against its ground-truth segments (video -> segments)."""
+    n_truth = sum(len(s) for s in truth.values())
+    if n_truth == 0:
+        return float("nan")
+    used = {v: np.zeros(len(s), bool) for v, s in truth.items()}
+    hits = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        best, best_iou = -1, threshold          # the best unused segment of the video with tIoU >= threshold
+        for j, seg in enumerate(truth.get(d.video, [])):
+            iou = tiou((d.start, d.end), seg)
+            if not used[d.video][j] and iou >= best_iou:
+                best, best_iou = j, iou
+        if best >= 0:
+            used[d.video][best] = True
+        hits.append(best >= 0)
+    hits = np.asarray(hits, bool)
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    recall = tp / n_truth
+    # precision envelope, integrated over recall (VOC 2010+ / ActivityNet)
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def mean_ap(detections: list[Detection], truth: dict[str, list[tuple[float, float]]], labels: dict[str, int],
+            threshold: float) -> float:
+    """Mean over classes (with ground truth) of the AP at one tIoU threshold; `labels` gives each video's class."""
+    aps = []
+    for c in sorted(set(labels[v] for v in truth)):
+        segs = {v: s for v, s in truth.items() if labels[v] == c}
+        aps.append(average_precision([d for d in detections if d.label == c], segs, threshold))
+    return float(np.nanmean(aps)) if aps else float("nan")
+
+
+def read_segments(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Ground truth from a CSV with columns video,start,end (seconds; `gcf synth` writes segments.csv)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise GcfError(f"{path}: cannot read segments ({e}); give a CSV with columns video,start,end") from e
+    segments: dict[str, list[tuple[float, float]]] = {}
+    for i, row in enumerate(rows, start=2):
+        try:
+            start, end = float(row["start"]), float(row["end"])
+            video = row["video"]
+        except (KeyError, TypeError, ValueError):
+            raise GcfError(f"{path}:{i}: expected columns video,start,end with start and end in seconds") from None
+        if not (np.isfinite(start) and np.isfinite(end) and end > start >= 0):
+            raise GcfError(f"{path}:{i}: segment [{start}, {end}] is not an interval with 0 <= start < end")
+        segments.setdefault(video, []).append((start, end))
+    if not segments:
+        raise GcfError(f"{path}: no segments; give a CSV with columns video,start,end")
+    return segments
+
+
+@dataclass(frozen=True)
+class Localized:
+    """One store video: its id, true label (-1 unknown) and what the run predicts for it."""
+
+    video: str
+    label: int
+    pred: Prediction
+
+
+def localize_store(model: Model, split: str, threshold: float) -> list[Localized]:
+    """Predictions with intervals for the videos of `split` ("train", "val", "test" as the run made them, or
+    "all") of the model's store, from the stored descriptors."""
+    from gcf.head.data import load_store
+    from gcf.store import open_store
+
+    data, _, _ = load_store(str(model.store), model.run.config["seed"])
+    t = data.table
+    chosen = np.arange(len(t.video_ids)) if split == "all" else getattr(data, split)
+    if len(chosen) == 0:
+        raise GcfError(f"{model.store}: the {split} split has no videos; choose another --split")
+    reader = open_store(model.store)
+    out = []
+    for v in chosen:
+        vid = t.video_ids[v]
+        c = reader.clips(vid)
+        times = np.stack([c["start_s"], c["end_s"]], 1)
+        duration = max(reader.info(vid).duration, float(times[-1, 1]))
+        pred = predict_features(model.head, vid, t.features[t.offsets[v]:t.offsets[v + 1]], times, duration, threshold)
+        out.append(Localized(vid, int(t.labels[v]), pred))
+    return out
+
+
+def evaluate(videos: list[Localized], truth: dict[str, list[tuple[float, float]]], source: str) -> dict:
+    """Mean temporal IoU and mAP at TIOUS of the att intervals and of the whole-video interval, per video too.
+
+    Detections are labelled with the predicted class and scored mean att x its probability (the whole video: the
+    probability); only videos with ground truth count, and only labelled ones for mAP.
+    """
+    have = [v for v in videos if v.video in truth]
+    if not have:
+        raise GcfError(f"{source}: none of its videos is among the {len(videos)} localised ones; its video column "
+                       f"must hold store video ids (e.g. {videos[0].video!r})")
+    labels = {v.video: v.label for v in have if v.label >= 0}
+    labelled = {vid: truth[vid] for vid in labels}
+    per_video, det = {}, {"att": [], "whole": []}
+    for v in have:
+        top, prob = v.pred.top(1)[0]
+        whole = (0.0, v.pred.duration)
+        per_video[v.video] = {"tiou": union_tiou([(i.start, i.end) for i in v.pred.intervals], truth[v.video]),
+                              "tiou_whole": union_tiou([whole], truth[v.video])}
+        det["att"] += [Detection(v.video, top, i.start, i.end, i.score * prob) for i in v.pred.intervals]
+        det["whole"].append(Detection(v.video, top, *whole, prob))
+    summary = {"videos": len(have), "tious": list(TIOUS), "per_video": per_video}
+    for key, field in (("att", "tiou"), ("whole", "tiou_whole")):
+        summary[key] = {"tiou": float(np.mean([p[field] for p in per_video.values()])),
+                        "map": [mean_ap(det[key], labelled, labels, t) for t in TIOUS]}
+    return summary
+
+
+def write_intervals(path: Path, videos: list[Localized], class_names: tuple[str, ...], summary: dict | None) -> None:
+    """CSV (one row per interval, an empty one for a video without) or JSON (per video, plus the summary)."""
+    per_video = (summary or {}).get("per_video", {})
+    name = lambda i: class_names[i] if i >= 0 else ""  # noqa: E731
+    if path.suffix == ".json":
+        rows = []
+        for v in videos:
+            top, prob = v.pred.top(1)[0]
+            rows.append({"video": v.video, "label": name(v.label), "predicted": class_names[top], "prob": prob,
+                         **v.pred.to_json(class_names, 1), **per_video.get(v.video, {}),
+                         "intervals": [[i.start, i.end, i.score] for i in v.pred.intervals]})
+            rows[-1].pop("top")
+        path.write_text(json.dumps({"videos": rows, "summary": summary and {k: x for k, x in summary.items()
+                                                                            if k != "per_video"}}, indent=1))
+        return
+    fields = ["video", "label", "predicted", "prob", "start", "end", "score"] + (["tiou", "tiou_whole"] if summary else [])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(fields)
+        for v in videos:
+            top, prob = v.pred.top(1)[0]
+            head = [v.video, name(v.label), class_names[top], f"{prob:.6f}"]
+            tail = [f"{per_video[v.video][k]:.6f}" if v.video in per_video else "" for k in ("tiou", "tiou_whole")]
+            spans = [[f"{i.start:.6f}", f"{i.end:.6f}", f"{i.score:.6f}"] for i in v.pred.intervals] or [["", "", ""]]
+            for span in spans:
+                w.writerow(head + span + (tail if summary else []))
