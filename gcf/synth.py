@@ -135,7 +135,7 @@ def _paste(frame: np.ndarray, mask: np.ndarray, rgb: np.ndarray, x0: int, y0: in
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec: str = "auto",
                 faststart: bool = False) -> str:
-    """Encode uint8 RGB frames to an mp4 file (yuv420p, single-threaded so the bytes are reproducible); returns the codec."""
+    """Encode uint8 RGB frames to mp4 (yuv420p; single-threaded, so the bytes are reproducible); returns the codec."""
     codec = pick_codec(codec)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,8 @@ def make_dataset(out: str | Path, classes: int, per_class: int, seed: int = 0,
         name = f"class_{label:0{cw}d}"
         for i in range(per_class):
             video = f"{name}/vid_{i:0{vw}d}"
-            plan = plan_video(label, classes, seed * 1_000_003 + label * 10_007 + i, spec)
+            plan_seed = int(np.random.SeedSequence([seed, label, i]).generate_state(1)[0])
+            plan = plan_video(label, classes, plan_seed, spec)
             paths.append(make_video(out / f"{video}.mp4", plan.n_frames, label, classes, plan.action, plan.seed, spec))
             labels.append((video, name, split_of(i, per_class, seed, label)))
             segments.append((video, round(plan.action[0] / spec.fps, 6), round(plan.action[1] / spec.fps, 6)))

@@ -55,7 +55,7 @@ def main() -> None:
     if os.environ.get("STORE_CHILD_DIE"):
         how, k = os.environ["STORE_CHILD_DIE"].split(":")
         die_at_commit(how, int(k))
-    store, lo, hi, writer_id, chunk_rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    store, lo, hi, writer_id, chunk_rows = sys.argv[1], *map(int, sys.argv[2:4]), sys.argv[4], int(sys.argv[5])
     with StoreWriter(store, META, writer_id=writer_id, chunk_rows=chunk_rows) as w:
         done = w.done()
         print(f"skipped {sum(f'v{i:04d}' in done for i in range(lo, hi))}", flush=True)

@@ -62,7 +62,8 @@ def test_csv_and_plain_lists(tmp_path):
     touch(tmp_path / "data", "a/one.mp4", "a/two.avi", "b/three.mkv")
     absolute = tmp_path / "data" / "b" / "three.mkv"
     lst = write(tmp_path / "data" / "list.csv",
-                f"path,label,split\na/one.mp4,walk,train\na/two,run,Validation\n{absolute},walk,test\nc/gone.mp4,run,\n")
+                f"path,label,split\na/one.mp4,walk,train\na/two,run,Validation\n"
+                f"{absolute},walk,test\nc/gone.mp4,run,\n")
     data = discover(lst)
     assert [(i.video_id, i.label, i.split) for i in data.items] == [
         ("a/one", "walk", "train"), ("a/two", "run", "val"), ("b/three", "walk", "test"), ("c/gone", "run", "")]
@@ -90,7 +91,8 @@ def test_ucf101_split_files(tmp_path):
           "Archery/v_Archery_g01_c01.avi")
     lists = tmp_path / "ucfTrainTestlist"
     write(lists / "classInd.txt", "1 YoYo\n2 ApplyEyeMakeup\n3 Archery\n")    # order from the file, not sorted
-    train = write(lists / "trainlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 2\r\nYoYo/v_YoYo_g09_c01.avi 1\n")
+    train = write(lists / "trainlist01.txt",
+                  "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 2\r\nYoYo/v_YoYo_g09_c01.avi 1\n")
     test = write(lists / "testlist01.txt", "Archery/v_Archery_g01_c01.avi\nYoYo/v_YoYo_g01_c01.avi\n")
     data = discover([train, test], root=root)
     assert data.class_names == ("YoYo", "ApplyEyeMakeup", "Archery")
@@ -146,3 +148,10 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         discover([tmp_path / "v.mp4", tmp_path / "v.mp4"])
     with pytest.raises(GcfError, match=r"bad.csv:3: unknown split 'holdout'"):
         discover(write(tmp_path / "bad.csv", "path,label,split\nv.mp4,a,train\nv.mp4,a,holdout\n"))
+
+
+def test_list_with_no_video_on_disk_asks_for_the_root(tmp_path):
+    lists = tmp_path / "splits"
+    files = [write(lists / "brush_hair_test_split1.txt", "a.avi 1\n")]
+    with pytest.raises(GcfError, match="none of its 1 videos exists under .*--root"):
+        discover(files)

@@ -21,7 +21,8 @@ def read_csv(path):
 def pyav_frames(path):
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
-        return stream.codec_context.name, float(stream.average_rate), [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        return stream.codec_context.name, float(stream.average_rate), frames
 
 
 def test_cli_writes_playable_dataset_with_consistent_csvs(tmp_path):

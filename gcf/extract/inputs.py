@@ -21,7 +21,8 @@
 
 Video ids are paths relative to the input root without extension (`class_0/vid_003`), the store's convention.
 Listed videos that are not on disk stay in the dataset (`Dataset.missing()`), so the pipeline records them as
-failed ("no such file") instead of dropping them silently. Items are sorted by video id; a video id that occurs
+failed ("no such file") instead of dropping them silently; a list none of whose videos exists is an error (the
+root is wrong). Items are sorted by video id; a video id that occurs
 twice is an error.
 """
 
@@ -87,6 +88,9 @@ def discover(inputs: str | Path | Sequence[str | Path], root: str | Path | None 
         else:
             base = Path(root) if root is not None else path.parent
             found, order = _from_file(path, base)
+            if found and not any(os.path.isfile(item.path) for item in found):
+                raise GcfError(f"{path}: none of its {len(found)} videos exists under {base} (e.g. {found[0].path}); "
+                               f"give the folder the paths are relative to as the root (--root)")
             items += found
             class_order = class_order or order
     if not items:

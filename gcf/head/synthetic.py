@@ -75,3 +75,20 @@ def synthesize(cfg: SynthConfig = SynthConfig()) -> Synthetic:
     features = (x * scale + shift).astype(np.float16)
     table = FeatureTable(features, offsets.astype(np.int64), [f"v{i:05d}" for i in range(v)], labels.astype(np.int64))
     return Synthetic(table, splits, tuple(f"class{c:02d}" for c in range(k)), relevant)
+
+
+def write_store(path: str, synth: Synthetic, backbone: str = "synthetic", fps: float = 25.0) -> None:
+    """Write a synthetic feature table as a real store on disk (16-frame non-overlapping clips at `fps`)."""
+    from gcf.store import StoreMeta, StoreWriter, VideoInfo
+
+    t = synth.table
+    meta = StoreMeta(backbone=backbone, weights="random", clip_len=16, stride=16, input_size=112,
+                     mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), feature_dim=t.features.shape[1],
+                     class_names=synth.class_names, dtype=str(t.features.dtype), extra={"synthetic": True})
+    with StoreWriter(path, meta) as w:
+        for v, vid in enumerate(t.video_ids):
+            n = int(t.offsets[v + 1] - t.offsets[v])
+            start = np.arange(n) * 16
+            times = np.stack([start, start + 16], 1) / fps
+            info = VideoInfo(vid, f"{vid}.mp4", int(t.labels[v]), synth.splits[v], n * 16, fps, n * 16 / fps)
+            w.add(info, t.features[t.offsets[v]:t.offsets[v + 1]], start, times)

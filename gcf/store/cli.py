@@ -83,7 +83,8 @@ def verify(path: str, labels: str | None) -> None:
         damage += r.check_values()
     if labels:
         expected = _read_labels(Path(labels), require_label=False)
-        missing = [v for v in expected if v not in r.videos and v not in r.failed]
+        present = set(r.videos) | set(r.failed)
+        missing = [v for v in expected if v not in present]
         if missing:
             damage.append(f"{len(missing)} videos listed in {labels} are not in the store "
                           f"(e.g. {', '.join(missing[:5])}); rerun the extraction to add them")

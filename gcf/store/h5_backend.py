@@ -2,11 +2,12 @@
 
     STORE.h5                        attrs["gcf_store"] = header JSON; written once, never modified
     STORE.h5.parts/<part>-<seq>.h5  one batch of whole videos per flush (the rename is its commit)
-    STORE.h5.parts/<part>.h5        a writer's batches merged when it closes; lists them in `merged`
+    STORE.h5.parts/<part>.h5        a writer's batches merged when it closes; `merged` lists them (JSON)
 
 Each part file holds features [n, d], start_frame [n], times [n, 2], optional logits [n, K] and the video table
-under videos/<column> (strings as fixed-length UTF-8 bytes). HDF5 has no concurrent writers and a file modified in place can be left corrupt by a
-crash, so no file is ever modified: writers only add new files, and the reader joins them.
+(`videos`: uint8, the binary form of gcf.store.videos). HDF5 has no concurrent writers and a file modified
+in place can be left corrupt by a crash, so no file is ever modified: writers only add new files, and the
+reader joins them.
 """
 
 from __future__ import annotations
@@ -116,9 +117,9 @@ class H5Part:
         self.path = path
         self.name = path.name
         with h5py.File(path, "r", locking=False) as f:
-            self.videos = {k: (_strings(f["videos"][k][:]) if k in videos.STR_COLUMNS else f["videos"][k][:])
-                           for k in videos.COLUMNS}
-            self.merged = _strings(f["merged"][:]) if "merged" in f else []
+            self.videos = videos.decode(f["videos"][:].tobytes())
+            self.tables = [self.videos]
+            self.merged = json.loads(f["merged"][:].tobytes()) if "merged" in f else []
         self._file = None
 
     def row_shape(self, array: str) -> tuple:
@@ -165,72 +166,73 @@ class H5PartWriter:
         if not self.pending:
             return
         table, blocks, row = videos.empty(), {k: [] for k in ARRAYS}, 0
+        any_logits = any(a is not None and a["logits"] is not None for _, a, _ in self.pending)
         for info, arrays, error in self.pending:
             n = 0 if arrays is None else len(arrays["features"])
             videos.append(table, info, row, n, arrays is not None and arrays["logits"] is not None, error)
             if n:
-                for k in ARRAYS:
-                    x = arrays[k]
-                    blocks[k].append(x if x is not None else np.zeros((n, self.logits_dim or 0), self.meta.dtype))
+                for k in ("features", "start_frame", "times"):
+                    blocks[k].append(arrays[k])
+                if any_logits:
+                    x = arrays["logits"]
+                    blocks["logits"].append(x if x is not None else np.zeros((n, self.logits_dim), self.meta.dtype))
             row += n
         data = {k: np.concatenate(v) for k, v in blocks.items() if v}
-        if "logits" in data and not any(table["logits"]):
-            del data["logits"]
+
+        def fill(f: h5py.File) -> None:
+            for k, x in data.items():
+                f.create_dataset(k, data=x)
+            _write_table(f, table)
+
         path = self.dir / f"{self.name}-{len(self.batches) + 1:06d}.h5"
-        _write_part(path, data, table)
+        _commit_file(path, fill)
         self.batches.append(path)
         self.pending, self.pending_rows = [], 0
 
     def close(self) -> None:
         """Write what is buffered, then merge this writer's batches into one file and delete them."""
         self.flush(final=True)
-        if len(self.batches) < 2:
-            return
-        tables, data, offset = [], {k: [] for k in ARRAYS}, 0
-        for b in self.batches:
-            part = H5Part(b)
-            tables.append({**part.videos, "row": part.videos["row"] + offset})
-            with h5py.File(b, "r", locking=False) as f:
-                rows = f["features"].shape[0] if "features" in f else 0
+        if len(self.batches) > 1:
+            _commit_file(self.dir / f"{self.name}.h5", self._merge)
+            for b in self.batches:
+                b.unlink()
+            fsync_path(self.dir)
+            self.batches = []
+
+    def _merge(self, out: h5py.File) -> None:
+        """Fill `out` with all batches, one batch in memory at a time."""
+        parts = [H5Part(b) for b in self.batches]
+        counts = [int(p.videos["n"].sum()) for p in parts]
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        _write_table(out, videos.concat([{**p.videos, "row": p.videos["row"] + s} for p, s in zip(parts, starts)]))
+        out.create_dataset("merged", data=_bytes(json.dumps([b.name for b in self.batches]).encode()))
+        for p, start, n in zip(parts, starts, counts):
+            with h5py.File(p.path, "r", locking=False) as f:
                 for k in ARRAYS:
-                    if rows:
-                        data[k].append(f[k][:] if k in f else None)
-            offset += rows
-        if any(x is not None for x in data["logits"]):
-            data["logits"] = [x if x is not None else np.zeros((len(f), self.logits_dim), self.meta.dtype)
-                              for x, f in zip(data["logits"], data["features"])]
-        data = {k: np.concatenate(v) for k, v in data.items() if v and v[0] is not None}
-        _write_part(self.dir / f"{self.name}.h5", data, videos.concat(tables), merged=[b.name for b in self.batches])
-        for b in self.batches:
-            b.unlink()
-        fsync_path(self.dir)
-        self.batches = []
+                    if k in f:
+                        if k not in out:  # rows of batches without logits keep the fill value 0
+                            out.create_dataset(k, shape=(int(starts[-1]), *f[k].shape[1:]), dtype=f[k].dtype)
+                        out[k][start:start + n] = f[k][:]
 
 
-def _write_part(path: Path, data: dict[str, np.ndarray], table: dict, merged: list[str] | None = None) -> None:
-    """Write a complete part file under a hidden name, make it durable, then rename it into place (the commit)."""
+def _commit_file(path: Path, fill) -> None:
+    """Write a complete part file under a hidden name (fill(h5py.File) writes its content), make it durable,
+    then rename it into place: the rename is the commit."""
     tmp = hidden_tmp(path, "writing")
     with h5py.File(tmp, "w") as f:
-        for k, x in data.items():
-            f.create_dataset(k, data=x)
-        g = f.create_group("videos")
-        for k, kind in videos.COLUMNS.items():
-            g.create_dataset(k, data=_utf8(table[k]) if kind == "str" else np.asarray(table[k], dtype=kind))
-        if merged is not None:
-            f.create_dataset("merged", data=_utf8(merged))
+        fill(f)
     fsync_path(tmp)
     os.rename(tmp, path)
     fsync_path(path.parent)
 
 
-def _utf8(strings: list[str]) -> np.ndarray:
-    """Fixed-length UTF-8 bytes: read back several times faster than variable-length HDF5 strings."""
-    return np.array([s.encode() for s in strings], dtype=bytes) if strings else np.zeros(0, dtype="S1")
+def _write_table(f: h5py.File, table: dict) -> None:
+    """The video table, in the binary form of gcf.store.videos, as the uint8 dataset `videos`."""
+    f.create_dataset("videos", data=_bytes(videos.encode(table)))
 
 
-def _strings(column: np.ndarray) -> list[str]:
-    """Inverse of _utf8, decoding the whole column at once."""
-    return b"\0".join(column.tolist()).decode().split("\0") if len(column) else []
+def _bytes(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.uint8)
 
 
 def _remove_merged_leftovers(store: Path) -> None:
@@ -238,4 +240,6 @@ def _remove_merged_leftovers(store: Path) -> None:
     d = parts_dir(store)
     for name in _scan(store)[1] if d.is_dir() else ():
         (d / name).unlink(missing_ok=True)
+
+
 PartWriter = H5PartWriter

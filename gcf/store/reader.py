@@ -14,6 +14,8 @@ from gcf.store import videos
 from gcf.store.backend import backend_for
 from gcf.store.meta import SPLITS, StoreMeta, VideoInfo, meta_from_header
 
+_SPLIT_NAMES = np.array(SPLITS, dtype=object)
+
 
 @dataclass
 class FeatureTable:
@@ -44,32 +46,41 @@ class StoreReader:
             raise GcfError(f"{path}: no such feature store; check the path or create it with `gcf extract`")
         self.meta: StoreMeta = meta_from_header(backend.read_header(self.path), str(path))
         self.parts = backend.list_parts(self.path)
-        table = videos.concat([p.videos for p in self.parts])
-        part_of = np.repeat(np.arange(len(self.parts)), [len(p.videos["id"]) for p in self.parts])
+        table = videos.concat([t for p in self.parts for t in p.tables])
+        part_of = np.repeat(np.arange(len(self.parts)), [sum(len(t["id"]) for t in p.tables) for p in self.parts])
         if len(set(table["id"])) != len(table["id"]):  # several writers committed a video: keep one
-            keep = videos.resolve(table["id"], table["error"])
+            keep = videos.resolve(table["id"], table["n"] == 0)
             table, part_of = videos.take(table, keep), part_of[keep]
-        self._table, self._part = table, part_of
-        self._row, self._n, self._labels = table["row"], table["n"], table["label"]
-        ids, errors = table["id"], table["error"]
+        self._table, self._part, self._texts = table, part_of, {}
+        self._row, self._n, self._labels, self._splits = table["row"], table["n"], table["label"], table["split"]
+        ids = table["id"]
         failed = self._n == 0  # the writer gives every ok video at least one clip, a failure none
         self._ok = np.flatnonzero(~failed)
         self.videos: list[str] = [ids[i] for i in self._ok] if failed.any() else list(ids)
-        self.failed: dict[str, str] = {ids[i]: errors[i] for i in np.flatnonzero(failed)}
+        self.failed: dict[str, str] = {ids[i]: self._text("error")[i] for i in np.flatnonzero(failed)}
 
     @functools.cached_property
     def _pos(self) -> dict[str, int]:
         return {vid: i for i, vid in enumerate(self._table["id"])}
 
+    def _text(self, column: str) -> list[str]:
+        """A text column (source, error) as strings, split on first use."""
+        if column not in self._texts:
+            self._texts[column] = videos.text(self._table[column], len(self._table["id"]))
+        return self._texts[column]
+
     def info(self, video_id: str) -> VideoInfo:
         """Identity and timing of a video (ok or failed)."""
-        return videos.video_info(self._table, self._index(video_id))
+        i, t = self._index(video_id), self._table
+        return VideoInfo(video_id=video_id, source=self._text("source")[i], label=int(t["label"][i]),
+                         split=SPLITS[t["split"][i]], n_frames=int(t["n_frames"][i]), fps=float(t["fps"][i]),
+                         duration=float(t["duration"][i]))
 
     def label(self, video_id: str) -> int:
         return int(self._labels[self._index(video_id)])
 
     def split(self, video_id: str) -> str:
-        return self._table["split"][self._index(video_id)]
+        return SPLITS[self._splits[self._index(video_id)]]
 
     def n_clips(self, video_id: str) -> int:
         """Number of stored clips of an ok video."""
@@ -99,13 +110,12 @@ class StoreReader:
         """Every ok video (of one split) in memory, in store order, read straight from disk into one array."""
         if split is not None and split not in SPLITS:
             raise GcfError(f"{self.path}: unknown split {split!r}; use train, val, test, '' or no split filter")
-        splits = self._table["split"]
-        idx = self._ok if split is None else self._ok[[splits[i] == split for i in self._ok]]
+        idx = self._ok if split is None else self._ok[self._splits[self._ok] == SPLITS.index(split)]
         features, offsets = self.gather("features", idx, (self.meta.feature_dim,), self.meta.dtype)
-        if len(idx) == len(splits):  # every entry: no need to pick
-            return FeatureTable(features, offsets, list(self._table["id"]), self._labels.copy(), list(splits))
-        return FeatureTable(features=features, offsets=offsets, video_ids=[self._table["id"][i] for i in idx],
-                            labels=self._labels[idx], splits=[splits[i] for i in idx])
+        ids = self._table["id"]
+        return FeatureTable(features=features, offsets=offsets,
+                            video_ids=list(ids) if len(idx) == len(ids) else [ids[i] for i in idx],
+                            labels=self._labels[idx], splits=_SPLIT_NAMES[self._splits[idx]].tolist())
 
     def gather(self, array: str, idx: np.ndarray, row_shape: tuple, dtype) -> tuple[np.ndarray, np.ndarray]:
         """Rows of `array` for entries idx concatenated, and their offsets [len(idx) + 1]. Neighbouring videos
@@ -158,8 +168,8 @@ class StoreReader:
         i = self._pos.get(video_id)
         if i is None:
             raise KeyError(f"video {video_id!r} is not in store {self.path}")
-        if ok and self._table["error"][i]:
-            raise KeyError(f"video {video_id!r} failed in store {self.path}: {self._table['error'][i]}")
+        if ok and self._n[i] == 0:
+            raise KeyError(f"video {video_id!r} failed in store {self.path}: {self._text('error')[i]}")
         return i
 
 

@@ -42,6 +42,7 @@ class StoreWriter:
         if mismatch:
             raise mismatch
         writer_id = re.sub(r"[^A-Za-z0-9_.-]", "_", writer_id or f"{socket.gethostname()}-{os.getpid()}")
+        writer_id = writer_id.lstrip(".") or "writer"  # names starting with "." are temporary files
         name = f"{writer_id}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self._part = backend.PartWriter(self.path, name, meta, chunk_rows)
         self._added: set[str] = set()
@@ -50,7 +51,7 @@ class StoreWriter:
 
     def done(self) -> set[str]:
         """Ids of every video already in the store (ok or failed), from all writers, plus those added here."""
-        ids = {vid for part in self._backend.list_parts(self.path) for vid in part.videos["id"]}
+        ids = {vid for part in self._backend.list_parts(self.path) for t in part.tables for vid in t["id"]}
         return ids | self._added
 
     def add(self, info: VideoInfo, features, start_frames, times, logits=None) -> None:

@@ -17,6 +17,7 @@ which rows hold data.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -87,7 +88,7 @@ def list_parts(path: Path) -> list["ZarrPart"]:
         if d.is_dir() and not d.name.startswith("."):
             records, _, _ = commitlog.read(d / LOG)
             if records:
-                parts.append(ZarrPart(d, videos.concat([videos.decode(r) for r in records])))
+                parts.append(ZarrPart(d, [videos.decode(r) for r in records]))
     return parts
 
 
@@ -104,7 +105,7 @@ def check(path: Path) -> tuple[list[str], list[str]]:
                          f"committing; those videos are absent and a rerun adds them)")
         if not records:
             notes.append(f"{d}: no committed videos (a writer died before its first commit); safe to delete")
-        part = ZarrPart(d, videos.concat([videos.decode(r) for r in records]))
+        part = ZarrPart(d, [videos.decode(r) for r in records])
         for name in ARRAYS:
             try:
                 needed = part.needed_chunks(name)
@@ -135,11 +136,16 @@ def _chunk_key(c: int, ndim: int) -> str:
 class ZarrPart:
     """One writer session's committed videos and a reader for its per-clip arrays."""
 
-    def __init__(self, path: Path, table: dict):
+    def __init__(self, path: Path, tables: list[dict]):
         self.path = path
         self.name = path.name
-        self.videos = table
+        self.tables = tables  # one video table per commit record
         self._layouts: dict[str, tuple] = {}
+
+    @functools.cached_property
+    def videos(self) -> dict:
+        """All committed videos of this part as one table."""
+        return videos.concat(self.tables)
 
     def layout(self, array: str) -> tuple:
         """(dtype, row shape, chunk rows, ndim, chunk bytes), checked against the format gcf writes."""
@@ -165,7 +171,8 @@ class ZarrPart:
         R = chunk_rows or self.layout(array)[2]
         rows, counts = self.videos["row"], self.videos["n"]
         used = (counts > 0) & (self.videos["logits"] if array == "logits" else True)
-        return {c for r, n in zip(rows[used].tolist(), counts[used].tolist()) for c in range(r // R, (r + n - 1) // R + 1)}
+        return {c for r, n in zip(rows[used].tolist(), counts[used].tolist())
+                for c in range(r // R, (r + n - 1) // R + 1)}
 
     def row_shape(self, array: str) -> tuple:
         """Shape of one row of `array` (features: (d,), times: (2,), logits: (K,))."""
@@ -297,4 +304,6 @@ class ZarrPartWriter:
             fsync_path(self.path)
             fsync_path(self.path.parent)
         return self._log_fd
+
+
 PartWriter = ZarrPartWriter

@@ -77,10 +77,16 @@ def calibrate_batchnorm(model: nn.Module, norm: Norm, clip_len: int, size: int) 
     model.eval()
 
 
+def conv3d(cin: int, cout: int, kernel: int = 1, stride: int | tuple[int, int, int] = 1,
+           groups: int = 1) -> nn.Conv3d:
+    """Bias-free cubic convolution with 'same' padding, as all these networks use."""
+    return nn.Conv3d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+
+
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int | tuple[int, int, int] = 1, groups: int = 1,
             act: type[nn.Module] | None = None) -> list[nn.Module]:
-    """Conv3d (no bias, 'same' padding) + BatchNorm3d (+ activation): the unit the efficient nets are made of."""
-    layers = [nn.Conv3d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm3d(cout)]
+    """conv3d + BatchNorm3d (+ activation): the unit the efficient nets are made of."""
+    layers = [conv3d(cin, cout, kernel, stride, groups), nn.BatchNorm3d(cout)]
     return layers + [act(inplace=True)] if act else layers
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcf.extract.backbones.base import Backbone, conv_bn
+from gcf.extract.backbones.base import Backbone, conv3d, conv_bn
 
 # (output channels, blocks, stride of the first block)
 STAGES = ((64, 1, 2), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 1))
@@ -19,9 +19,9 @@ class DepthwiseSeparable(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv3d(in_planes, in_planes, 3, stride, 1, groups=in_planes, bias=False)
+        self.conv1 = conv3d(in_planes, in_planes, 3, stride, groups=in_planes)
         self.bn1 = nn.BatchNorm3d(in_planes)
-        self.conv2 = nn.Conv3d(in_planes, out_planes, 1, bias=False)
+        self.conv2 = conv3d(in_planes, out_planes)
         self.bn2 = nn.BatchNorm3d(out_planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

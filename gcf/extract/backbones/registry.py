@@ -86,7 +86,8 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
     return model.eval()
 
 
-def backbone_spec(name: str, *, num_classes: int | None = None, norm: str | None = None, **options: Any) -> BackboneSpec:
+def backbone_spec(name: str, *, num_classes: int | None = None, norm: str | None = None,
+                  **options: Any) -> BackboneSpec:
     """The spec build_backbone(name, "random", ...) gives, without allocating weights (layers on the meta device)."""
     if name.startswith("tv:"):
         return tv.spec(name, num_classes=num_classes, norm=norm, **options)

@@ -10,15 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcf.errors import GcfError
-from gcf.extract.backbones.base import Backbone
+from gcf.extract.backbones.base import Backbone, conv3d
 
 STAGES = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
-
-
-def conv3d(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv3d:
-    """Bias-free cubic convolution with 'same' padding."""
-    return nn.Conv3d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -113,7 +108,7 @@ class ResNet3d(Backbone):
 
     def make_stem(self, out_planes: int) -> None:
         """conv1: 7x7x7, stride (1, 2, 2)."""
-        self.conv1 = nn.Conv3d(3, out_planes, 7, (1, 2, 2), 3, bias=False)
+        self.conv1 = conv3d(3, out_planes, 7, (1, 2, 2))
         self.bn1 = nn.BatchNorm3d(out_planes)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:

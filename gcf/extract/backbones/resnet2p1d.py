@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gcf.extract.backbones.resnet import STAGES, ResNet3d, conv3d
+from gcf.extract.backbones.base import conv3d
+from gcf.extract.backbones.resnet import STAGES, ResNet3d
 
 
 def mid_planes(cin: int, cout: int, t: int, k: int) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gcf.extract.backbones.resnet import ResNet3d, conv3d
+from gcf.extract.backbones.base import conv3d
+from gcf.extract.backbones.resnet import ResNet3d
 
 CARDINALITY = 32
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gcf.errors import GcfError
-from gcf.extract.backbones.base import Backbone, channel_shuffle, conv_bn
+from gcf.extract.backbones.base import Backbone, channel_shuffle, conv3d, conv_bn
 
 # groups -> output channels of the stem and the three stages, before the width multiplier
 STAGE_PLANES = {1: (24, 144, 288, 567), 2: (24, 200, 400, 800), 3: (24, 240, 480, 960),
@@ -28,11 +28,11 @@ class ShuffleBottleneck(nn.Module):
         if stride == 2:
             out_planes -= in_planes
         # as in the reference: the first 1x1x1 is ungrouped exactly when its input has 24 channels
-        self.conv1 = nn.Conv3d(in_planes, mid, 1, groups=1 if in_planes == 24 else groups, bias=False)
+        self.conv1 = conv3d(in_planes, mid, groups=1 if in_planes == 24 else groups)
         self.bn1 = nn.BatchNorm3d(mid)
-        self.conv2 = nn.Conv3d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.conv2 = conv3d(mid, mid, 3, stride, groups=mid)
         self.bn2 = nn.BatchNorm3d(mid)
-        self.conv3 = nn.Conv3d(mid, out_planes, 1, groups=groups, bias=False)
+        self.conv3 = conv3d(mid, out_planes, groups=groups)
         self.bn3 = nn.BatchNorm3d(out_planes)
         self.relu = nn.ReLU(inplace=True)
         if stride == 2:

@@ -28,8 +28,8 @@ class ShuffleUnit(nn.Module):
         if stride == 2:
             self.banch1 = nn.Sequential(*conv_bn(inp, inp, 3, stride, groups=inp), *conv_bn(inp, half, act=nn.ReLU))
         branch_in = inp if stride == 2 else half
-        self.banch2 = nn.Sequential(*conv_bn(branch_in, half, act=nn.ReLU), *conv_bn(half, half, 3, stride, groups=half),
-                                    *conv_bn(half, half, act=nn.ReLU))
+        self.banch2 = nn.Sequential(*conv_bn(branch_in, half, act=nn.ReLU),
+                                    *conv_bn(half, half, 3, stride, groups=half), *conv_bn(half, half, act=nn.ReLU))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 2:

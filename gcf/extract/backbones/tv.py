@@ -24,7 +24,8 @@ NAMES = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t")
 # name -> (classifier attribute, its weight's state dict key, module giving the last conv map (None for
 # transformers), descriptor length)
 LAYOUT = {"r3d_18": ("fc", "fc.weight", "layer4", 512), "mc3_18": ("fc", "fc.weight", "layer4", 512),
-          "r2plus1d_18": ("fc", "fc.weight", "layer4", 512), "s3d": ("classifier", "classifier.1.weight", "features", 1024),
+          "r2plus1d_18": ("fc", "fc.weight", "layer4", 512),
+          "s3d": ("classifier", "classifier.1.weight", "features", 1024),
           "mvit_v2_s": ("head", "head.1.weight", None, 768), "swin3d_t": ("head", "head.weight", None, 768)}
 CLIP_LEN = 16  # the paper's clips; torchvision evaluated s3d on 128 frames and swin3d_t on 32
 
