@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from gcf.extract import build_backbone
 from gcf.extract.inputs import discover
-from gcf.extract.pipeline import ExtractConfig, default_workers, extract, store_meta
+from gcf.extract.pipeline import BackboneRunner, ExtractConfig, default_workers, extract, store_meta
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Task
 from gcf.extract.video import iter_clips, probe
 from gcf.store import StoreWriter, VideoInfo
@@ -50,34 +50,31 @@ def decode_only(paths: list[str], workers: int, clip_len: int, size: int) -> tup
     return clips, seconds
 
 
-def backbone_only(model: torch.nn.Module, frames: np.ndarray, batch: int, device: torch.device) -> float:
+def backbone_only(runner: BackboneRunner, frames: np.ndarray, batch: int) -> float:
     """Seconds for the model on normalised clip tensors already in (device) memory, in batches of `batch`."""
-    x = model.spec.normalize(frames).contiguous()
-    x = x.to(device, memory_format=torch.channels_last_3d) if device.type == "cuda" else x
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
-                                                                                                    enabled=False)
-    with torch.inference_mode(), amp:
-        model.descriptor(x[:batch])                         # warm-up: one-off kernel selection
-        _sync(device)
+    x = runner.model.spec.normalize(torch.from_numpy(frames).to(runner.device))
+    with torch.inference_mode(), runner.amp:
+        runner.model.descriptor(x[:batch])                  # warm-up: one-off kernel selection
+        _sync(runner.device)
         start = time.perf_counter()
         for i in range(0, len(x), batch):
-            model.descriptor(x[i:i + batch])
-        _sync(device)
+            runner.model.descriptor(x[i:i + batch])
+        _sync(runner.device)
     return time.perf_counter() - start
 
 
-def naive(config: ExtractConfig, model: torch.nn.Module, items: list, class_names: tuple,
+def naive(config: ExtractConfig, runner: BackboneRunner, items: list, class_names: tuple,
           store: Path) -> tuple[int, float]:
     """(clips, seconds) for the obvious loop: one video at a time, decode all of it, run it, write it."""
+    model = runner.model
     meta = store_meta(model.spec, config, class_names)
-    device = torch.device(config.device)
     start = time.perf_counter()
     clips = 0
-    with StoreWriter(store, meta) as writer, torch.inference_mode():
+    with StoreWriter(store, meta) as writer, torch.inference_mode(), runner.amp:
         for item in items:
             vm = probe(item.path)
             got = list(iter_clips(item.path, meta.clip_len, meta.stride, meta.input_size))
-            x = model.spec.normalize(np.stack([c.frames for c in got])).to(device)
+            x = model.spec.normalize(torch.from_numpy(np.stack([c.frames for c in got])).to(runner.device))
             v = torch.cat([model.descriptor(x[i:i + config.batch_size]) for i in range(0, len(x), config.batch_size)])
             label = -1 if item.label is None else class_names.index(item.label)
             writer.add(VideoInfo(item.video_id, item.path, label, item.split, vm.n_frames, vm.fps, vm.duration),
@@ -115,6 +112,7 @@ def main() -> None:
             warnings.simplefilter("ignore")           # random weights: speed does not depend on them
             model = build_backbone(args.backbone, "random", **dict(options))
         spec, device = model.spec, torch.device(args.device)
+        runner = BackboneRunner(model, args.batch_size, spec.clip_len, args.size or spec.input_size, device)
         size = args.size or spec.input_size
         config = ExtractConfig(inputs=(str(tmp / "videos"),), backbone=args.backbone, weights="random",
                                output=str(tmp / "e2e.zarr"), options=options, size=size,
@@ -125,11 +123,11 @@ def main() -> None:
 
         n_dec, t_dec = decode_only(paths, args.workers, spec.clip_len, size)
         frames = np.stack([c.frames for p in paths for c in iter_clips(p, spec.clip_len, spec.clip_len, size)])
-        t_bb = backbone_only(model.to(device), frames, args.batch_size, device)
+        t_bb = backbone_only(runner, frames, args.batch_size)
         del frames
         summary = extract(config)
         n_e2e, t_e2e = summary.clips, summary.seconds
-        n_naive, t_naive = naive(config, model, items, dataset.class_names, tmp / "naive.zarr")
+        n_naive, t_naive = naive(config, runner, items, dataset.class_names, tmp / "naive.zarr")
         assert n_dec == n_e2e == n_naive, (n_dec, n_e2e, n_naive)
 
         dec, bb, e2e, nv = n_dec / t_dec, n_dec / t_bb, n_e2e / t_e2e, n_naive / t_naive

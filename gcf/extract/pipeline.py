@@ -180,8 +180,9 @@ class Output(NamedTuple):
 class BackboneRunner:
     """Batches uint8 clips, normalises them on the device and runs the backbone: descriptors (and logits).
 
-    On CUDA: pinned batch buffers, non-blocking copies, channels_last_3d, bf16 (else fp16) autocast, and one batch
-    kept in flight so the CPU assembles the next batch while the GPU runs this one.
+    Model and batches are channels_last_3d on every device. On CUDA also: pinned batch buffers, non-blocking
+    copies, bf16 (else fp16) autocast, and one batch kept in flight so the CPU assembles the next batch while the
+    GPU runs this one.
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int, clip_len: int, size: int,
@@ -190,11 +191,11 @@ class BackboneRunner:
         self.cuda = self.device.type == "cuda"
         self.batch_size, self.logits = batch_size, logits
         self.shape = (clip_len, size, size, 3)
-        self.model = model.eval().to(self.device)
+        # channels-last on CPU too: oneDNN's 3D convolutions run 2x faster than on NCDHW tensors (bench/README.md)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last_3d)
         self.amp = contextlib.nullcontext()
         if self.cuda:
             torch.backends.cudnn.benchmark = True
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             self.amp = torch.autocast("cuda", dtype=amp_dtype)
         self._spare: list[torch.Tensor] = []
@@ -241,8 +242,7 @@ class BackboneRunner:
         with torch.inference_mode():
             if self.cuda:
                 x = x.to(self.device, non_blocking=True)
-            x = self.model.spec.normalize(x)
-            x = x.contiguous(memory_format=torch.channels_last_3d) if self.cuda else x.contiguous()
+            x = self.model.spec.normalize(x).contiguous(memory_format=torch.channels_last_3d)   # already is: no copy
             with self.amp:
                 v = self.model.descriptor(x)
                 z = self.model.classify(v) if self.logits else None
