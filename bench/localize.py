@@ -9,10 +9,12 @@ into intervals), against the trivial whole-video interval:
 - `videos`: `gcf synth` videos (segments.csv) extracted with a small random-weights backbone (resnet18 width 0.5,
   64 px crops), as `gcf demo` would; a clip counts as relevant when at least half of it lies in the segment.
 
-Printed per head and lambda (mean over seeds): test top-1, mean tIoU of the att intervals and of the whole video,
-mAP@0.5 of both, the ROC AUC of att ranking relevant above irrelevant clips within a video (0.5 = no information),
-mean att on relevant / irrelevant clips, the share of att values below 0.1 or above 0.9 (the claimed 0/1 tendency),
-and the tIoU at the best single threshold in hindsight (an upper bound for any fixed threshold).
+Printed per head and lambda (mean over seeds): test top-1; mean tIoU of the whole-video interval; for att (gated
+heads): mean tIoU of its intervals, the ROC AUC of att ranking relevant above irrelevant clips within a video
+(0.5 = no information), mean att on relevant / irrelevant clips, the share of att values below 0.1 or above 0.9
+(the claimed 0/1 tendency) and the tIoU at the best single threshold in hindsight (an upper bound for any fixed
+threshold); the tIoU and AUC of the clip evidence (gcf.analysis.predict.clip_evidence, `--by evidence`); mAP@0.5
+of the whole video, att and evidence intervals. max-pool (no gate) is added once, for the evidence.
 
     python bench/localize.py --data features --seeds 2
     python bench/localize.py --data videos --seeds 2
@@ -31,11 +33,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gcf.analysis.localize import Localized, evaluate, union_tiou  # noqa: E402
-from gcf.analysis.predict import att_intervals, predict_features  # noqa: E402
+from gcf.analysis.predict import score_intervals, predict_features  # noqa: E402
 from gcf.head.registry import HeadConfig  # noqa: E402
 from gcf.head.train import recipe, train  # noqa: E402
 
-HEADS = ("gcf", "gcf-clipgate")
+HEADS = ("gcf", "gcf-clipgate", "attention-only")
 LAMBDAS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
 
@@ -44,7 +46,7 @@ def feature_data(seed: int):
     """(Data, clip times per video, durations, truth segments, relevant-clip masks) from the feature synthesiser."""
     from gcf.head.synthetic import SynthConfig, synthesize
 
-    s = synthesize(SynthConfig(classes=5, train_per_class=60, test_per_class=20, dim=128, seed=seed))
+    s = synthesize(SynthConfig(classes=5, train_per_class=200, test_per_class=40, dim=128, seed=seed))
     t = s.table
     times, truth, relevant = [], {}, []
     for v, vid in enumerate(t.video_ids):
@@ -93,23 +95,30 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def measure(data, times, durations, truth, relevant, head: str, lam: float, seed: int, epochs: int) -> dict:
-    """Train one head and localise its test videos as `gcf localize` does."""
+    """Train one head and localise its test videos as `gcf localize` does, by att (gated heads) and by evidence."""
     result = train(data, HeadConfig(name=head), recipe("default", lam=lam, seed=seed, epochs=epochs))
     t = data.table
-    videos = [Localized(t.video_ids[v], int(t.labels[v]),
-                        predict_features(result, t.video_ids[v], t.features[t.offsets[v]:t.offsets[v + 1]],
-                                         times[v], durations[v], 0.5)) for v in data.test]
-    summary = evaluate(videos, truth, "bench")
-    att = [x.pred.attention for x in videos]
     rel = [relevant[v] for v in data.test]
-    flat, flat_rel = np.concatenate(att), np.concatenate(rel)
-    best = max(np.mean([union_tiou([(i.start, i.end) for i in att_intervals(x.pred.attention, x.pred.clips, th)],
-                                   truth[x.video]) for x in videos]) for th in GRID)
-    return {"top1": result.metrics["top1"], "tiou": summary["att"]["tiou"], "tiou_whole": summary["whole"]["tiou"],
-            "map": summary["att"]["map"][1], "map_whole": summary["whole"]["map"][1],
-            "auc": float(np.nanmean([auc(a, r) for a, r in zip(att, rel)])),
-            "att_rel": float(flat[flat_rel].mean()), "att_irr": float(flat[~flat_rel].mean()),
-            "binary": float(((flat < 0.1) | (flat > 0.9)).mean()), "best": float(best)}
+    row = {"top1": result.metrics["top1"]}
+    for by in ("att", "evidence"):
+        videos = [Localized(t.video_ids[v], int(t.labels[v]),
+                            predict_features(result, t.video_ids[v], t.features[t.offsets[v]:t.offsets[v + 1]],
+                                             times[v], durations[v], 0.5, by)) for v in data.test]
+        if videos[0].pred.score is None:           # no gate: no att row
+            continue
+        summary = evaluate(videos, truth, "bench")
+        scores = [x.pred.score for x in videos]
+        row.update({"whole": summary["whole"]["tiou"], "whole_map": summary["whole"]["map"][1],
+                    f"{by}_tiou": summary["intervals"]["tiou"], f"{by}_map": summary["intervals"]["map"][1],
+                    f"{by}_auc": float(np.nanmean([auc(s, r) for s, r in zip(scores, rel)]))})
+        if by == "att":
+            flat, flat_rel = np.concatenate(scores), np.concatenate(rel)
+            best = max(np.mean([union_tiou([(i.start, i.end) for i in score_intervals(x.pred.attention,
+                                                                                      x.pred.clips, th)],
+                                           truth[x.video]) for x in videos]) for th in GRID)
+            row.update({"att_rel": float(flat[flat_rel].mean()), "att_irr": float(flat[~flat_rel].mean()),
+                        "att_01": float(((flat < 0.1) | (flat > 0.9)).mean()), "att_best": float(best)})
+    return row
 
 
 def main() -> None:
@@ -128,16 +137,17 @@ def main() -> None:
     clips = np.diff(data.table.offsets)
     print(f"data {args.data}: {len(data.train)} train / {len(data.test)} test videos per seed, {clips.min()}-"
           f"{clips.max()} clips, {args.seeds} seeds, {args.epochs} epochs, threshold 0.5")
-    keys = ["top1", "tiou", "tiou_whole", "map", "map_whole", "auc", "att_rel", "att_irr", "binary", "best"]
+    keys = ["top1", "whole", "att_tiou", "att_auc", "att_rel", "att_irr", "att_01", "att_best", "evidence_tiou",
+            "evidence_auc", "whole_map", "att_map", "evidence_map"]
     print("| head | lambda | " + " | ".join(keys) + " | s |")
     print("|" + " --- |" * (len(keys) + 3))
-    for head in args.heads:
-        for lam in args.lams:
-            t0 = time.perf_counter()
-            rows = [measure(*d, head, lam, seed, args.epochs) for seed, d in enumerate(sets)]
-            mean = {k: np.mean([r[k] for r in rows]) for k in keys}
-            print(f"| {head} | {lam:g} | " + " | ".join(f"{mean[k]:.3f}" for k in keys)
-                  + f" | {time.perf_counter() - t0:.0f} |", flush=True)
+    runs = [(head, lam) for head in args.heads for lam in args.lams] + [("max-pool", 0.0)]
+    for head, lam in runs:
+        t0 = time.perf_counter()
+        rows = [measure(*d, head, lam, seed, args.epochs) for seed, d in enumerate(sets)]
+        mean = {k: np.mean([r[k] for r in rows]) if k in rows[0] else None for k in keys}
+        print(f"| {head} | {lam:g} | " + " | ".join("-" if mean[k] is None else f"{mean[k]:.3f}" for k in keys)
+              + f" | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

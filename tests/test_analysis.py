@@ -21,7 +21,8 @@ from conftest import run_gcf
 
 from gcf.analysis.localize import (Detection, average_precision, mean_ap, read_segments, tiou,
                                    union_tiou)
-from gcf.analysis.predict import att_intervals, head_outputs, open_model, passes, store_backbone, video_clips
+from gcf.analysis.predict import (head_gradient, head_outputs, open_model, passes, predict_features, score_intervals,
+                                  store_backbone, video_clips)
 from gcf.errors import GcfError
 from gcf.store import open_store
 
@@ -57,13 +58,13 @@ def test_passes_cover_every_clip_in_temporal_order():
             assert ((p >= j * n // c) & (p * c < (j + 1) * n)).all()
 
 
-def test_att_intervals_merge_consecutive_clips():
+def test_intervals_merge_consecutive_clips_above_the_threshold():
     clips = np.array([[i * 0.5, i * 0.5 + 0.5] for i in range(7)])
     att = np.array([0.9, 0.7, 0.2, 0.6, 0.5, 0.8, 0.95])
-    got = att_intervals(att, clips, 0.5)
+    got = score_intervals(att, clips, 0.5)
     assert [(i.start, i.end) for i in got] == [(0.0, 1.0), (1.5, 2.0), (2.5, 3.5)]
     assert got[0].score == pytest.approx(0.8) and got[2].score == pytest.approx(0.875)
-    assert att_intervals(att, clips, 0.99) == []
+    assert score_intervals(att, clips, 0.99) == []
 
 
 def test_temporal_iou_and_average_precision_by_hand():
@@ -137,16 +138,34 @@ def test_predict_text_json_and_plots(work, synth_videos):
     assert [r["video"] for r in rows] == [str(p) for p in paths]
     for r, path in zip(rows, paths):
         n = store.n_clips(str(path.relative_to(synth_videos).with_suffix("")))
-        assert set(r) == {"video", "top", "attention", "clips", "intervals"}
+        assert set(r) == {"video", "top", "attention", "evidence", "clips", "intervals", "by"} and r["by"] == "evidence"
         assert len(r["top"]) == 2 and r["top"][0]["prob"] >= r["top"][1]["prob"]
         assert r["top"][0]["label"] in store.meta.class_names
-        assert len(r["attention"]) == len(r["clips"]) == n and all(0 <= a <= 1 for a in r["attention"])
-        for s, e in r["intervals"]:
-            assert any(cs == s for cs, _ in r["clips"]) and any(ce == e for _, ce in r["clips"])
+        assert len(r["attention"]) == len(r["evidence"]) == len(r["clips"]) == n
+        assert all(0 <= a <= 1 for a in r["attention"]) and min(r["evidence"]) == 0 and max(r["evidence"]) == 1
+        expected = score_intervals(np.array(r["evidence"]), np.array(r["clips"]), 0.5)
+        assert r["intervals"] == [[pytest.approx(i.start), pytest.approx(i.end)] for i in expected] != []
     assert "RANDOM weights" in out.stderr
     assert sorted(p.name for p in (work / "plots").iterdir()) == sorted(f"{p.stem}.png" for p in paths)
-    text = run_gcf("predict", paths[0], "--run", work / "run", "--threshold", "0.3").stdout
-    assert text.startswith(f"{paths[0]}: ") and "attention: " in text and "intervals (att > 0.3): " in text
+    text = run_gcf("predict", paths[0], "--run", work / "run", "--threshold", "0.3", "--by", "att").stdout
+    assert text.startswith(f"{paths[0]}: ") and "attention: " in text and "evidence: " in text
+    assert "intervals (att > 0.3): " in text
+
+
+def test_evidence_is_the_gradient_times_input_of_the_predicted_class(work):
+    model = open_model(work / "run")
+    head = model.head
+    v = torch.randn(13, head.head_cfg.in_dim).abs()
+    pred = predict_features(head, "v", v.numpy(), np.stack([np.arange(13), np.arange(1, 14)], 1) * 0.64, 8.32, 0.5)
+    x = v.clone().requires_grad_(True)
+    logits, _ = head_outputs(head, x)
+    (g,) = torch.autograd.grad(logits[pred.top(1)[0][0]], x)
+    e = (g * (v - head.standardizer.mean)).sum(1).numpy()
+    np.testing.assert_allclose(pred.evidence, (e - e.min()) / (e.max() - e.min()), rtol=1e-4, atol=1e-5)
+    assert pred.intervals == score_intervals(pred.evidence, pred.clips, 0.5)
+    same_logits, _, grad = head_gradient(head, v.numpy(), target=2)        # any class: d y^2 / d v
+    (g2,) = torch.autograd.grad(head_outputs(head, x)[0][2], x)
+    assert torch.allclose(same_logits, logits.detach()) and torch.allclose(grad, g2)
 
 
 def test_localize_reports_iou_and_writes_csv_and_json(work, synth_videos):
@@ -165,21 +184,23 @@ def test_localize_reports_iou_and_writes_csv_and_json(work, synth_videos):
     run_gcf("localize", work / "run", "--segments", segments, "-o", work / "loc.json")
     doc = json.loads((work / "loc.json").read_text())
     assert len(doc["videos"]) == 3 and doc["summary"]["videos"] == 3       # the test split: one per class
-    assert set(doc["summary"]) == {"videos", "tious", "att", "whole"} and len(doc["summary"]["att"]["map"]) == 3
+    assert set(doc["summary"]) == {"videos", "by", "tious", "intervals", "whole"} and doc["summary"]["by"] == "evidence"
+    assert len(doc["summary"]["intervals"]["map"]) == 3 and doc["videos"][0]["by"] == "evidence"
+    run_gcf("localize", work / "maxpool", "-o", work / "maxpool.csv")      # any head localises by evidence
     # without -o the intervals go into the run
     run_gcf("localize", work / "run")
     assert (work / "run" / "intervals.csv").is_file()
 
 
 def test_grad_cam_follows_equations_13_and_14(work, synth_videos):
-    from gcf.analysis.gradcam import descriptor_grads, grad_cam
+    from gcf.analysis.gradcam import grad_cam
     from gcf.extract.video import iter_clips
 
     model = open_model(work / "run")
     backbone = store_backbone(model.meta)
     path = videos_of(synth_videos, 1)[0]
     clips = video_clips(backbone, model.meta, path)
-    grads = descriptor_grads(model, clips.features, target=1)
+    grads = head_gradient(model.head, clips.features, target=1)[2].numpy()
     frames = np.stack([c.frames for c in iter_clips(path, 16, 16, 64)][:2])
     maps = grad_cam(backbone, frames, grads[:2])
     # by hand: A from feature_map, dy/dA through the pooling by autograd, alpha = spatial mean, ReLU(sum_k alpha A)
@@ -197,7 +218,6 @@ def test_explain_writes_video_and_contact_sheet_with_nonuniform_heat(work, synth
     from PIL import Image
 
     from gcf.analysis.gradcam import explain_video
-    from gcf.analysis.predict import predict_features
 
     path = videos_of(synth_videos, 1)[0]
     out = run_gcf("explain", path, "--run", work / "run", "--out", work / "explain", "--threshold", "0.01",
@@ -218,7 +238,7 @@ def test_explain_writes_video_and_contact_sheet_with_nonuniform_heat(work, synth
     assert shown.shape == (2, 16, 64, 64, 3) and exp.heat.shape == (2, 16, 64, 64)
     assert exp.heat.max() == pytest.approx(1.0) and exp.heat.min() >= 0
     assert max(exp.heat[i, 0].std() for i in range(2)) > 0.01
-    gif = run_gcf("explain", path, "--run", work / "run", "--out", work / "gif", "--threshold", "0.01",
+    gif = run_gcf("explain", path, "--run", work / "run", "--out", work / "gif", "--threshold", "0.01", "--by", "att",
                   "--max-clips", "1", "--size", "32", "--format", "gif")
     assert gif.returncode == 0 and Image.open(work / "gif" / f"{path.stem}_gradcam.gif").n_frames == 16
 
@@ -250,9 +270,10 @@ def test_bad_inputs_give_one_line_errors(work, synth_videos, tmp_path):
     fails("predict", good, "--run", work / "run", "--threshold", "1.5", match="strictly between 0 and 1")
     fails("predict", good, "--run", work / "run", "--threshold", "0", match="strictly between 0 and 1")
     fails("predict", good, "--run", tmp_path, match="not a gcf run")
-    fails("localize", work / "maxpool", match="cannot give action intervals")
-    fails("explain", good, "--run", work / "maxpool", "--out", tmp_path / "x", match="cannot give action intervals")
-    fails("explain", good, "--run", work / "run", "--out", tmp_path / "x", "--threshold", "0.999",
+    fails("localize", work / "maxpool", "--by", "att", match="'max-pool' has no att to threshold")
+    fails("explain", good, "--run", work / "maxpool", "--out", tmp_path / "x", "--by", "att",
+          match="'max-pool' has no att to threshold")
+    fails("explain", good, "--run", work / "run", "--out", tmp_path / "x", "--threshold", "0.999", "--by", "att",
           match="no clip has att above 0.999")
     fails("localize", work / "run", "-o", tmp_path / "out.txt", match="a .csv or .json file")
     fails("predict", good, "--run", work / "run", "--weights", tmp_path / "none.pth", match="no such checkpoint")
@@ -264,10 +285,10 @@ def test_bad_inputs_give_one_line_errors(work, synth_videos, tmp_path):
     (moved / "config.json").write_text(json.dumps(config))
     fails("predict", good, "--run", moved, match="pass --store")
     assert open_model(moved, work / "features.zarr").store == work / "features.zarr"
-    # a max-pool run still classifies, without attention
+    # a max-pool run classifies and localises by evidence, without attention
     r = run_gcf("predict", good, "--run", work / "maxpool", "--json")
     row = json.loads(r.stdout)
-    assert row["attention"] is None and row["intervals"] is None and "no clip gate" in r.stderr
+    assert row["attention"] is None and row["intervals"] and max(row["evidence"]) == 1 and "no clip gate" in r.stderr
 
 
 def test_store_weights_are_checked(work, tmp_path):

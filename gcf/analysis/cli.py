@@ -1,5 +1,5 @@
-"""`gcf predict`, `gcf localize` and `gcf explain`: a trained run on new videos, its att as action intervals, and
-3D Grad-CAM heat maps of the clips the att selects."""
+"""`gcf predict`, `gcf localize` and `gcf explain`: a trained run on new videos, action intervals from its clip
+evidence (or gate att), and 3D Grad-CAM heat maps of the clips they select."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from gcf.errors import GcfError
 
 def _threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not 0.0 < value < 1.0:
-        raise GcfError(f"--threshold {value}: att is a sigmoid gate in (0, 1); give a threshold strictly between "
+        raise GcfError(f"--threshold {value}: att and evidence lie in [0, 1]; give a threshold strictly between "
                        "0 and 1, e.g. 0.5")
     return value
 
@@ -48,7 +48,10 @@ weights_option = click.option("--weights", metavar="PATH|random",
                               help="Backbone weights [default: what the store recorded: its seeded random weights, "
                                    "or its checkpoint if the path was recorded and the file is unchanged].")
 threshold_option = click.option("--threshold", default=0.5, show_default=True, type=float, callback=_threshold,
-                                help="att above this marks a clip as part of the action.")
+                                help="A clip whose score (--by) is above this is part of the action.")
+by_option = click.option("--by", default="evidence", show_default=True, type=click.Choice(["evidence", "att"]),
+                         help="Score that makes intervals: the clip evidence (gradient x input of the predicted "
+                              "class, max-normalised) or the head's gate att (paper 3.1); docs/localize.md compares.")
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 
 
@@ -59,16 +62,18 @@ device_option = click.option("--device", default="cpu", show_default=True, help=
 @weights_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Classes to print.")
 @threshold_option
+@by_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video per line.")
 @click.option("--plot-dir", type=click.Path(file_okay=False), help="Write an attention timeline PNG per video here.")
 @device_option
-def predict(videos, run_dir, store, weights, top_k, threshold, as_json, plot_dir, device):
-    """Classify VIDEOS with a trained run: top-k classes, per-clip attention, action intervals."""
+def predict(videos, run_dir, store, weights, top_k, threshold, by, as_json, plot_dir, device):
+    """Classify VIDEOS with a trained run: top-k classes, per-clip attention and evidence, action intervals."""
     from gcf.analysis.predict import open_model, plot_timeline, predict_features, video_clips
 
     model = open_model(run_dir, store)
+    model.check_score(by)
     if not model.gated:
-        click.echo(f"note: head {model.head.head_cfg.name!r} has no clip gate: no attention or intervals", err=True)
+        click.echo(f"note: head {model.head.head_cfg.name!r} has no clip gate: attention is null", err=True)
     backbone = _backbone(model, weights, device)
     names = model.class_names
     if plot_dir:
@@ -81,7 +86,7 @@ def predict(videos, run_dir, store, weights, top_k, threshold, as_json, plot_dir
             click.echo(f"error: {e}", err=True)
             failed += 1
             continue
-        pred = predict_features(model.head, video, clips.features, clips.times, clips.duration, threshold)
+        pred = predict_features(model.head, video, clips.features, clips.times, clips.duration, threshold, by)
         if as_json:
             click.echo(json.dumps(pred.to_json(names, top_k)))
         else:
@@ -91,8 +96,9 @@ def predict(videos, run_dir, store, weights, top_k, threshold, as_json, plot_dir
                 click.echo(f"  {names[i]:<{width}}  {p:.4f}")
             if pred.attention is not None:
                 click.echo("  attention: " + " ".join(f"{a:.2f}" for a in pred.attention))
-                click.echo(f"  intervals (att > {threshold:g}): {_seconds(pred.intervals)}")
-        if plot_dir and pred.attention is not None:
+            click.echo("  evidence:  " + " ".join(f"{a:.2f}" for a in pred.evidence))
+            click.echo(f"  intervals ({by} > {threshold:g}): {_seconds(pred.intervals)}")
+        if plot_dir:
             stem = Path(video).stem
             name, n = stem, 1
             while name in plotted:
@@ -114,9 +120,10 @@ def predict(videos, run_dir, store, weights, top_k, threshold, as_json, plot_dir
 @click.option("--segments", type=click.Path(), help="Ground truth CSV video,start,end (seconds), as `gcf synth` "
               "writes: report temporal IoU and mAP.")
 @threshold_option
+@by_option
 @click.option("-o", "--output", help="Intervals as .csv or .json [default: RUN/intervals.csv].")
-def localize(run_dir, store, split, segments, threshold, output):
-    """Action intervals from the clip attention of RUN for every video of a store split."""
+def localize(run_dir, store, split, segments, threshold, by, output):
+    """Action intervals of every video of a store split, from RUN's clip evidence or att."""
     from gcf.analysis.predict import open_model
     from gcf.analysis.localize import evaluate, localize_store, write_intervals
 
@@ -124,18 +131,18 @@ def localize(run_dir, store, split, segments, threshold, output):
     if output.suffix not in (".csv", ".json"):
         raise GcfError(f"{output}: write intervals to a .csv or .json file")
     model = open_model(run_dir, store)
-    model.require_gate()
+    model.check_score(by)
     truth = None if segments is None else _read_segments(segments)
-    videos = localize_store(model, split, threshold)
+    videos = localize_store(model, split, threshold, by)
     n_int = sum(len(v.pred.intervals) for v in videos)
-    click.echo(f"{model.store}: {len(videos)} videos ({split}), {n_int} intervals with att > {threshold:g} "
+    click.echo(f"{model.store}: {len(videos)} videos ({split}), {n_int} intervals with {by} > {threshold:g} "
                f"({sum(bool(v.pred.intervals) for v in videos)} videos have one)")
     summary = None
     if truth is not None:
         summary = evaluate(videos, truth, source=segments)
         click.echo(f"ground truth {segments}: {summary['videos']} videos")
         click.echo(f"  {'':<15} mean tIoU  " + "  ".join(f"mAP@{t:g}" for t in summary["tious"]))
-        for name, key in (("att intervals", "att"), ("whole video", "whole")):
+        for name, key in ((f"{by} intervals", "intervals"), ("whole video", "whole")):
             row = summary[key]
             click.echo(f"  {name:<15} {row['tiou']:9.3f}  " + "  ".join(f"{m:7.3f}" for m in row["map"]))
     write_intervals(output, videos, model.class_names, summary)
@@ -154,27 +161,28 @@ def _read_segments(path: str):
 @weights_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
 @threshold_option
+@by_option
 @click.option("--max-clips", default=8, show_default=True, type=click.IntRange(1),
-              help="Explain at most this many clips (the highest att).")
+              help="Explain at most this many clips (the highest scores).")
 @click.option("--size", default=224, show_default=True, type=click.IntRange(16), help="Frame side of the outputs.")
 @click.option("--format", "fmt", default="mp4", show_default=True, type=click.Choice(["mp4", "gif"]))
 @device_option
-def explain(video, run_dir, store, weights, out_dir, threshold, max_clips, size, fmt, device):
-    """3D Grad-CAM (paper eqs. 13-14) of the predicted class on the clips of VIDEO whose att passes the threshold."""
+def explain(video, run_dir, store, weights, out_dir, threshold, by, max_clips, size, fmt, device):
+    """3D Grad-CAM (paper eqs. 13-14) of the predicted class on the clips of VIDEO whose score passes the threshold."""
     from gcf.analysis.gradcam import caption, contact_sheet, explain_video, overlay, write_gif
     from gcf.analysis.predict import open_model, predict_features, video_clips
     from gcf.extract.video import probe
     from gcf.synth import write_video
 
     model = open_model(run_dir, store)
-    model.require_gate()
+    model.check_score(by)
     backbone = _backbone(model, weights, device)
     clips = video_clips(backbone, model.meta, video)
-    pred = predict_features(model.head, video, clips.features, clips.times, clips.duration, threshold)
+    pred = predict_features(model.head, video, clips.features, clips.times, clips.duration, threshold, by)
     exp, shown = explain_video(model, backbone, video, pred, clips.features, threshold, max_clips, size)
     label = model.class_names[exp.target]
     prob = float(pred.probs[exp.target])
-    titles = [f"clip {i}: {clips.times[i, 0]:.2f}-{clips.times[i, 1]:.2f} s, att {pred.attention[i]:.2f}"
+    titles = [f"clip {i}: {clips.times[i, 0]:.2f}-{clips.times[i, 1]:.2f} s, {by} {pred.score[i]:.2f}"
               for i in exp.clips]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +197,7 @@ def explain(video, run_dir, store, weights, out_dir, threshold, max_clips, size,
         write_video(movie, frames, max(1, round(fps)))
     sheet = out / f"{stem}_gradcam.png"
     contact_sheet(shown, exp.heat, titles, f"{Path(video).name}: {label} ({prob:.2f}), 3D Grad-CAM on "
-                  f"{len(exp.clips)} clips with att > {threshold:g}", sheet)
+                  f"{len(exp.clips)} clips with {by} > {threshold:g}", sheet)
     click.echo(f"{video}: {label} ({prob:.3f}); explained {len(exp.clips)} of {len(clips.times)} clips "
-               f"(att > {threshold:g}): {', '.join(map(str, exp.clips))}")
+               f"({by} > {threshold:g}): {', '.join(map(str, exp.clips))}")
     click.echo(f"wrote {movie} and {sheet}")

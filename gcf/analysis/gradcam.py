@@ -1,4 +1,4 @@
-"""3D Grad-CAM (paper 4.6, eqs. 13-14) on the clips the gate selects, drawn over the frames.
+"""3D Grad-CAM (paper 4.6, eqs. 13-14) on the clips the att or the clip evidence selects, drawn over the frames.
 
 y^m is the predicted class's logit of the head on ALL of the video's clips (head_outputs). Its gradient reaches a
 selected clip's last conv feature map A (the backbone's `cam_layer`, caught with a forward hook) through the head,
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcf.analysis.predict import Model, Prediction, head_outputs
+from gcf.analysis.predict import Model, Prediction, head_gradient
 from gcf.errors import GcfError
 
 
@@ -30,19 +30,12 @@ class Explanation:
 
 
 def select_clips(pred: Prediction, threshold: float, max_clips: int) -> np.ndarray:
-    """Indices of the clips with att > threshold, at most `max_clips` of the highest att, in temporal order."""
-    above = np.flatnonzero(pred.attention > threshold)
-    keep = above[np.argsort(-pred.attention[above], kind="stable")[:max_clips]]
+    """Indices of the clips whose score (att or evidence, as the prediction's `by`) passes the threshold, at most
+    `max_clips` of the highest, in temporal order."""
+    score = pred.score
+    above = np.flatnonzero(score > threshold)
+    keep = above[np.argsort(-score[above], kind="stable")[:max_clips]]
     return np.sort(keep)
-
-
-def descriptor_grads(model: Model, features: np.ndarray, target: int) -> np.ndarray:
-    """d y^target / d v_i for every clip descriptor of the video, [n, d], through the whole head."""
-    v = torch.from_numpy(np.asarray(features, np.float32)).requires_grad_(True)
-    with torch.enable_grad():
-        logits, _ = head_outputs(model.head, v)
-        logits[target].backward()
-    return v.grad.numpy()
 
 
 def grad_cam(backbone: torch.nn.Module, frames: np.ndarray, grads: np.ndarray, batch_size: int = 4) -> np.ndarray:
@@ -135,7 +128,7 @@ def write_gif(frames: np.ndarray, path: str | Path, fps: float) -> None:
 
 def explain_video(model: Model, backbone: torch.nn.Module, path: str | Path, pred: Prediction, features: np.ndarray,
                   threshold: float, max_clips: int, size: int) -> tuple[Explanation, np.ndarray]:
-    """Grad-CAM of the clips whose att passes `threshold` -> (Explanation, display frames [s, T, size, size, 3]).
+    """Grad-CAM of the clips whose score (pred.by) passes `threshold` -> (Explanation, frames [s, T, size, size, 3]).
 
     The selected clips are decoded again: at the store's crop size for the backbone and at `size` for display
     (the same centre crop, so the heat lines up).
@@ -145,10 +138,10 @@ def explain_video(model: Model, backbone: torch.nn.Module, path: str | Path, pre
     meta = model.meta
     chosen = select_clips(pred, threshold, max_clips)
     if len(chosen) == 0:
-        raise GcfError(f"{path}: no clip has att above {threshold:g} (highest {pred.attention.max():.3f}); "
+        raise GcfError(f"{path}: no clip has {pred.by} above {threshold:g} (highest {pred.score.max():.3f}); "
                        "lower --threshold")
     target = pred.top(1)[0][0]
-    grads = descriptor_grads(model, features, target)[chosen]
+    grads = head_gradient(model.head, features, target)[2][chosen].numpy()
     wanted = set(chosen.tolist())
     inputs, shown = [], []
     for i, (a, b) in enumerate(zip(iter_clips(path, meta.clip_len, meta.stride, meta.input_size, threads=0),

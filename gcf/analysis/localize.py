@@ -1,10 +1,11 @@
-"""Temporal localisation of a store's videos from the clip gate: intervals, temporal IoU and detection mAP.
+"""Temporal localisation of a store's videos: intervals, temporal IoU and detection mAP against ground truth.
 
-Intervals come from `predict.att_intervals`: runs of consecutive clips whose att passes the threshold, merged into
-[start of the first clip, end of the last] seconds, scored by their mean att (paper 3.1: the attention "can be used
-to locate the time interval of an action event"). Detections for mAP are (video, class, start, end, score) with score = mean
-att of the interval x the video's probability of that class; they are matched to ground-truth segments of the
-video's true class, ActivityNet style (greedy by score, each segment used once, interpolated AP per class).
+Intervals come from `predict.score_intervals`: runs of consecutive clips whose score (the clip evidence, or the
+gate att of paper 3.1, which "can be used to locate the time interval of an action event") passes the threshold,
+merged into [start of the first clip, end of the last] seconds, scored by their mean score. Detections for mAP are
+(video, class, start, end, score) with score = the interval's score x the video's probability of that class;
+they are matched to ground-truth segments of the video's true class, ActivityNet style (greedy by score, each
+segment used once, interpolated AP per class).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gcf.analysis.predict import Model, Prediction, predict_features
 from gcf.errors import GcfError
 
 TIOUS = (0.3, 0.5, 0.7)
+Segments = dict[str, list[tuple[float, float]]]     # video id -> [(start, end)] seconds
 
 
 def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -61,7 +63,7 @@ class Detection:
     score: float
 
 
-def average_precision(detections: list[Detection], truth: dict[str, list[tuple[float, float]]], threshold: float) -> float:
+def average_precision(detections: list[Detection], truth: Segments, threshold: float) -> float:
     """Interpolated AP of one class's detections against its ground-truth segments (video -> segments)."""
     n_truth = sum(len(s) for s in truth.values())
     if n_truth == 0:
@@ -89,7 +91,7 @@ def average_precision(detections: list[Detection], truth: dict[str, list[tuple[f
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def mean_ap(detections: list[Detection], truth: dict[str, list[tuple[float, float]]], labels: dict[str, int],
+def mean_ap(detections: list[Detection], truth: Segments, labels: dict[str, int],
             threshold: float) -> float:
     """Mean over classes (with ground truth) of the AP at one tIoU threshold; `labels` gives each video's class."""
     aps = []
@@ -99,7 +101,7 @@ def mean_ap(detections: list[Detection], truth: dict[str, list[tuple[float, floa
     return float(np.nanmean(aps)) if aps else float("nan")
 
 
-def read_segments(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+def read_segments(path: str | Path) -> Segments:
     """Ground truth from a CSV with columns video,start,end (seconds; `gcf synth` writes segments.csv)."""
     path = Path(path)
     try:
@@ -107,7 +109,7 @@ def read_segments(path: str | Path) -> dict[str, list[tuple[float, float]]]:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError) as e:
         raise GcfError(f"{path}: cannot read segments ({e}); give a CSV with columns video,start,end") from e
-    segments: dict[str, list[tuple[float, float]]] = {}
+    segments: Segments = {}
     for i, row in enumerate(rows, start=2):
         try:
             start, end = float(row["start"]), float(row["end"])
@@ -131,9 +133,9 @@ class Localized:
     pred: Prediction
 
 
-def localize_store(model: Model, split: str, threshold: float) -> list[Localized]:
-    """Predictions with intervals for the videos of `split` ("train", "val", "test" as the run made them, or
-    "all") of the model's store, from the stored descriptors."""
+def localize_store(model: Model, split: str, threshold: float, by: str = "evidence") -> list[Localized]:
+    """Predictions with intervals (from `by`: "evidence" or "att") for the videos of `split` ("train", "val",
+    "test" as the run made them, or "all") of the model's store, from the stored descriptors."""
     from gcf.head.data import load_store
     from gcf.store import open_store
 
@@ -149,16 +151,17 @@ def localize_store(model: Model, split: str, threshold: float) -> list[Localized
         c = reader.clips(vid)
         times = np.stack([c["start_s"], c["end_s"]], 1)
         duration = max(reader.info(vid).duration, float(times[-1, 1]))
-        pred = predict_features(model.head, vid, t.features[t.offsets[v]:t.offsets[v + 1]], times, duration, threshold)
+        features = t.features[t.offsets[v]:t.offsets[v + 1]]
+        pred = predict_features(model.head, vid, features, times, duration, threshold, by)
         out.append(Localized(vid, int(t.labels[v]), pred))
     return out
 
 
-def evaluate(videos: list[Localized], truth: dict[str, list[tuple[float, float]]], source: str) -> dict:
-    """Mean temporal IoU and mAP at TIOUS of the att intervals and of the whole-video interval, per video too.
+def evaluate(videos: list[Localized], truth: Segments, source: str) -> dict:
+    """Mean temporal IoU and mAP at TIOUS of the predicted intervals and of the whole-video interval, per video too.
 
-    Detections are labelled with the predicted class and scored mean att x its probability (the whole video: the
-    probability); only videos with ground truth count, and only labelled ones for mAP.
+    Detections are labelled with the predicted class and scored by the interval's mean score x the class
+    probability (the whole video: the probability); only videos with ground truth count, labelled ones for mAP.
     """
     have = [v for v in videos if v.video in truth]
     if not have:
@@ -166,16 +169,16 @@ def evaluate(videos: list[Localized], truth: dict[str, list[tuple[float, float]]
                        f"must hold store video ids (e.g. {videos[0].video!r})")
     labels = {v.video: v.label for v in have if v.label >= 0}
     labelled = {vid: truth[vid] for vid in labels}
-    per_video, det = {}, {"att": [], "whole": []}
+    per_video, det = {}, {"intervals": [], "whole": []}
     for v in have:
         top, prob = v.pred.top(1)[0]
         whole = (0.0, v.pred.duration)
         per_video[v.video] = {"tiou": union_tiou([(i.start, i.end) for i in v.pred.intervals], truth[v.video]),
                               "tiou_whole": union_tiou([whole], truth[v.video])}
-        det["att"] += [Detection(v.video, top, i.start, i.end, i.score * prob) for i in v.pred.intervals]
+        det["intervals"] += [Detection(v.video, top, i.start, i.end, i.score * prob) for i in v.pred.intervals]
         det["whole"].append(Detection(v.video, top, *whole, prob))
-    summary = {"videos": len(have), "tious": list(TIOUS), "per_video": per_video}
-    for key, field in (("att", "tiou"), ("whole", "tiou_whole")):
+    summary = {"videos": len(have), "by": have[0].pred.by, "tious": list(TIOUS), "per_video": per_video}
+    for key, field in (("intervals", "tiou"), ("whole", "tiou_whole")):
         summary[key] = {"tiou": float(np.mean([p[field] for p in per_video.values()])),
                         "map": [mean_ap(det[key], labelled, labels, t) for t in TIOUS]}
     return summary
@@ -183,27 +186,29 @@ def evaluate(videos: list[Localized], truth: dict[str, list[tuple[float, float]]
 
 def write_intervals(path: Path, videos: list[Localized], class_names: tuple[str, ...], summary: dict | None) -> None:
     """CSV (one row per interval, an empty one for a video without) or JSON (per video, plus the summary)."""
-    per_video = (summary or {}).get("per_video", {})
+    per_video = summary["per_video"] if summary else {}
     name = lambda i: class_names[i] if i >= 0 else ""  # noqa: E731
     if path.suffix == ".json":
         rows = []
         for v in videos:
             top, prob = v.pred.top(1)[0]
             rows.append({"video": v.video, "label": name(v.label), "predicted": class_names[top], "prob": prob,
-                         **v.pred.to_json(class_names, 1), **per_video.get(v.video, {}),
-                         "intervals": [[i.start, i.end, i.score] for i in v.pred.intervals]})
-            rows[-1].pop("top")
-        path.write_text(json.dumps({"videos": rows, "summary": summary and {k: x for k, x in summary.items()
-                                                                            if k != "per_video"}}, indent=1))
+                         "by": v.pred.by, "attention": None if v.pred.attention is None else v.pred.attention.tolist(),
+                         "evidence": v.pred.evidence.tolist(), "clips": v.pred.clips.tolist(),
+                         "intervals": [[i.start, i.end, i.score] for i in v.pred.intervals],
+                         **per_video.get(v.video, {})})
+        totals = None if summary is None else {k: x for k, x in summary.items() if k != "per_video"}
+        path.write_text(json.dumps({"videos": rows, "summary": totals}, indent=1))
         return
-    fields = ["video", "label", "predicted", "prob", "start", "end", "score"] + (["tiou", "tiou_whole"] if summary else [])
+    scores = ["tiou", "tiou_whole"] if summary else []
+    fields = ["video", "label", "predicted", "prob", "start", "end", "score"] + scores
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(fields)
         for v in videos:
             top, prob = v.pred.top(1)[0]
             head = [v.video, name(v.label), class_names[top], f"{prob:.6f}"]
-            tail = [f"{per_video[v.video][k]:.6f}" if v.video in per_video else "" for k in ("tiou", "tiou_whole")]
+            tail = [f"{per_video[v.video][k]:.6f}" if v.video in per_video else "" for k in scores]
             spans = [[f"{i.start:.6f}", f"{i.end:.6f}", f"{i.score:.6f}"] for i in v.pred.intervals] or [["", "", ""]]
             for span in spans:
-                w.writerow(head + span + (tail if summary else []))
+                w.writerow(head + span + tail)

@@ -45,17 +45,19 @@ class Model:
     def gated(self) -> bool:
         return is_gated(self.head)
 
-    def require_gate(self) -> None:
-        """GcfError unless the head has a per-clip gate (att in [0, 1]) to threshold into intervals."""
+    def check_score(self, by: str) -> None:
+        """GcfError when intervals are asked `by` "att" of a head without a per-clip gate (att in [0, 1])."""
         name = self.head.head_cfg.name
+        if by != "att":
+            return
         if name == "attention-pool":
             why = "its attention is a softmax over the clips (it sums to 1), not a per-clip gate in [0, 1]"
         elif not self.gated:
             why = "it has no clip attention"
         else:
             return
-        raise GcfError(f"{self.run.path}: head {name!r} cannot give action intervals: {why}; use a run trained "
-                       f"with --head {' or '.join(GATED_HEADS[:2])}")
+        raise GcfError(f"{self.run.path}: head {name!r} has no att to threshold: {why}; use --by evidence, or a "
+                       f"run trained with --head {' or '.join(GATED_HEADS[:2])}")
 
 
 def is_gated(head: Result) -> bool:
@@ -198,33 +200,65 @@ def head_outputs(head: Result, features: torch.Tensor) -> tuple[torch.Tensor, to
     return out.logits.mean(0), att
 
 
+def head_gradient(head: Result, features: np.ndarray, target: int | None = None):
+    """(logits [K], att [n] or None, d y^m / d v [n, d]) of the head on every clip, m = `target` or the predicted
+    class; y^m is its logit (averaged over the passes), v the raw descriptors."""
+    v = torch.from_numpy(np.asarray(features, np.float32)).requires_grad_(True)
+    with torch.enable_grad():
+        logits, att = head_outputs(head, v)
+        logits[int(logits.argmax()) if target is None else target].backward()
+    return logits.detach(), None if att is None else att.detach(), v.grad
+
+
+def clip_evidence(head: Result, features: np.ndarray, grad: torch.Tensor) -> np.ndarray:
+    """Per-clip evidence for the class whose gradient `grad` is: e_i = sum_k dy/dv_ik (v_ik - mean_k), rescaled
+    to [0, 1] within the video (min to 0, max to 1; all ones when every clip is equal).
+
+    Grad-CAM at the clip level: with A pooled into v_i, sum over a clip of eq. 14's weighted map is
+    sum_k dy/dv_ik v_ik; measured here from the average training clip (the run's standardisation mean), so what
+    every clip shares does not count.
+    """
+    v = torch.from_numpy(np.asarray(features, np.float32))
+    e = (grad * (v - head.standardizer.mean)).sum(1).numpy()
+    span = float(e.max() - e.min())
+    return (e - e.min()) / span if span > 0 else np.ones_like(e)
+
+
 @dataclass(frozen=True)
 class Interval:
-    """[start, end) seconds and its score (mean att over its clips)."""
+    """[start, end) seconds and its score (mean over its clips of the score that made it)."""
 
     start: float
     end: float
     score: float
 
 
-def att_intervals(att: np.ndarray, clips: np.ndarray, threshold: float) -> list[Interval]:
-    """Runs of consecutive clips with att > threshold -> merged intervals; clips [n, 2] are (start_s, end_s)."""
-    above = np.concatenate([[False], np.asarray(att) > threshold, [False]])
+def score_intervals(score: np.ndarray, clips: np.ndarray, threshold: float) -> list[Interval]:
+    """Runs of consecutive clips with score > threshold -> merged intervals; clips [n, 2] are (start_s, end_s)."""
+    above = np.concatenate([[False], np.asarray(score) > threshold, [False]])
     edges = np.flatnonzero(above[1:] != above[:-1])            # run starts and (exclusive) ends, alternating
-    return [Interval(float(clips[a, 0]), float(clips[b - 1, 1]), float(np.mean(att[a:b])))
+    return [Interval(float(clips[a, 0]), float(clips[b - 1, 1]), float(np.mean(score[a:b])))
             for a, b in zip(edges[::2], edges[1::2])]
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the run says about one video: class probabilities, per-clip att (None without a gate), intervals."""
+    """What the run says about one video: class probabilities, per-clip att (None without a gate) and evidence,
+    and the intervals where the score named by `by` ("att" or "evidence") passes the threshold."""
 
     video: str
     probs: np.ndarray                  # [K]
     attention: np.ndarray | None       # [n]
+    evidence: np.ndarray               # [n] in [0, 1], for the top class
     clips: np.ndarray                  # [n, 2] start_s, end_s
-    intervals: list[Interval] | None
+    intervals: list[Interval] | None   # None: by="att" on a head without a gate
     duration: float
+    by: str
+
+    @property
+    def score(self) -> np.ndarray | None:
+        """The per-clip score the intervals come from."""
+        return self.attention if self.by == "att" else self.evidence
 
     def top(self, k: int) -> list[tuple[int, float]]:
         """The k most probable classes as (index, probability)."""
@@ -232,48 +266,51 @@ class Prediction:
         return [(int(i), float(self.probs[i])) for i in order]
 
     def to_json(self, class_names: tuple[str, ...], k: int) -> dict:
-        """{"video", "top": [{"label", "prob"}], "attention", "clips", "intervals"} (attention/intervals None
-        for a head without a gate)."""
+        """{"video", "top": [{"label", "prob"}], "attention", "evidence", "clips", "intervals", "by"}."""
         rnd = lambda x: round(float(x), 6)  # noqa: E731
         return {"video": self.video,
                 "top": [{"label": class_names[i], "prob": rnd(p)} for i, p in self.top(k)],
                 "attention": None if self.attention is None else [rnd(a) for a in self.attention],
+                "evidence": [rnd(e) for e in self.evidence],
                 "clips": [[rnd(s), rnd(e)] for s, e in self.clips],
-                "intervals": None if self.intervals is None else [[rnd(i.start), rnd(i.end)] for i in self.intervals]}
+                "intervals": None if self.intervals is None else [[rnd(i.start), rnd(i.end)] for i in self.intervals],
+                "by": self.by}
 
 
 def predict_features(head: Result, video: str, features: np.ndarray, clips: np.ndarray, duration: float,
-                     threshold: float) -> Prediction:
+                     threshold: float, by: str = "evidence") -> Prediction:
     """A trained head on one video's clip descriptors [n, d] (raw, any float dtype) and times [n, 2]."""
-    with torch.no_grad():
-        logits, att = head_outputs(head, torch.from_numpy(np.asarray(features, np.float32)))
-    probs = logits.softmax(0).numpy()
-    if att is None or not is_gated(head):
-        return Prediction(video, probs, None, clips, None, duration)
-    att = att.numpy()
-    return Prediction(video, probs, att, clips, att_intervals(att, clips, threshold), duration)
+    logits, att, grad = head_gradient(head, features)
+    evidence = clip_evidence(head, features, grad)
+    att = att.numpy() if att is not None and is_gated(head) else None
+    score = evidence if by == "evidence" else att
+    intervals = None if score is None else score_intervals(score, clips, threshold)
+    return Prediction(video, logits.softmax(0).numpy(), att, evidence, clips, intervals, duration, by)
 
 
 def plot_timeline(pred: Prediction, class_names: tuple[str, ...], threshold: float, path: str | Path) -> None:
-    """Attention per clip over time (a step per clip), the threshold, the intervals shaded; title: top class."""
+    """att and evidence per clip over time (a step per clip), the threshold, the intervals shaded; title: top class."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 2.6))
-    for iv in pred.intervals:
+    for iv in pred.intervals or []:
         ax.axvspan(iv.start, iv.end, color="tab:orange", alpha=0.25, lw=0)
-    for (s, e), a in zip(pred.clips, pred.attention):
-        ax.plot([s, e], [a, a], color="tab:blue", lw=2)
-    ax.plot(pred.clips.mean(1), pred.attention, "o", color="tab:blue", ms=3)
+    for name, values, colour in (("att", pred.attention, "tab:blue"), ("evidence", pred.evidence, "tab:red")):
+        if values is None:
+            continue
+        for (s, e), a in zip(pred.clips, values):
+            ax.plot([s, e], [a, a], color=colour, lw=2)
+        ax.plot(pred.clips.mean(1), values, "o", color=colour, ms=3, label=name)
     ax.axhline(threshold, color="grey", ls="--", lw=1)
     ax.set_xlim(0, max(pred.duration, float(pred.clips[:, 1].max())))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("att")
+    ax.legend(loc="upper right", fontsize=7)
     label, prob = pred.top(1)[0]
     ax.set_title(f"{Path(pred.video).name}: {class_names[label]} ({prob:.2f}); "
-                 f"intervals with att > {threshold:g} shaded", fontsize=9)
+                 f"intervals with {pred.by} > {threshold:g} shaded", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
