@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "eval": "gcf.head.cli:eval_run",
     "head": "gcf.head.cli:head",
     "ablate": "gcf.head.ablate:ablate",
+    "predict": "gcf.analysis.cli:predict",
+    "localize": "gcf.analysis.cli:localize",
+    "explain": "gcf.analysis.cli:explain",
 }
 
 
