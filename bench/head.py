@@ -1,10 +1,11 @@
 """Is head training compute-bound? Videos/s through the real data path vs from tensors already in memory.
 
-    python bench/head.py [--videos 2000] [--in-dim 2048] [--dim 512] [--rounds 3] [--batch 64]
+    python bench/head.py [--videos 2000] [--in-dim 2048] [--dim 256] [--rounds 3] [--batch 64] [--threads N]
 
 Writes a synthetic store (d-dim float16 descriptors, 8-24 clips per video) to a temporary .zarr, loads it with
 gcf.store (the path `gcf train-head` takes), then alternates training epochs of the default GCF head fed
-  store:  batches gathered per step from the loaded FeatureTable (select_clips, random selection, standardise)
+  store:  batches gathered per step from the loaded FeatureTable (gcf.head.train.batches: random clips,
+          one torch gather, standardise), exactly what `gcf train-head` does
   memory: the same kind of batches gathered and standardised once beforehand, sliced from one tensor
 and prints videos/s of both (target: store/memory >= 0.9), the training FLOP/s (torch's flop counter on one
 step) and the machine's matmul FLOP/s measured in the same run.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,10 @@ import torch
 
 from gcf.head import HeadConfig, build
 from gcf.head.complexity import count_flops
-from gcf.head.data import Standardizer, load_store, select_clips
+from gcf.head.data import Standardizer, load_store
 from gcf.head.synthetic import SynthConfig, synthesize, write_store
 from gcf.head.train import batches, fit_epoch, make_optimizer, objective, recipe
+from gcf.store import select_clips
 
 
 def matmul_flops(n: int = 2048, reps: int = 10) -> float:
@@ -46,10 +47,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=2000, help="training videos in the store")
     ap.add_argument("--in-dim", type=int, default=2048)
-    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--dim", type=int, default=HeadConfig.dim)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="epochs per path, alternating")
+    ap.add_argument("--threads", type=int, help="torch threads [torch's default]")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     classes = 20
     synth = synthesize(SynthConfig(classes=classes, train_per_class=args.videos // classes, test_per_class=2,
                                    dim=args.in_dim))

@@ -16,12 +16,14 @@ from gcf.errors import GcfError
 
 # command name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    "demo": "gcf.demo:demo",
     "extract": "gcf.extract.cli:extract",
     "store": "gcf.store.cli:store",
     "synth": "gcf.synth:synth",
     "train-head": "gcf.head.cli:train_head",
     "eval": "gcf.head.cli:eval_run",
     "head": "gcf.head.cli:head",
+    "ablate": "gcf.head.ablate:ablate",
     "predict": "gcf.analysis.cli:predict",
     "localize": "gcf.analysis.cli:localize",
     "explain": "gcf.analysis.cli:explain",

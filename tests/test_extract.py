@@ -243,7 +243,7 @@ def test_shards_fill_one_store_together(reference, synth_videos, short_video, tm
     for i, p in enumerate(procs):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-        assert f"{len(halves[i])} videos ok" in out
+        assert f"{len(halves[i])} videos: {len(halves[i])} extracted" in out
     assert_same_store(reference, tmp_path / "features.zarr")
 
 
@@ -251,9 +251,9 @@ def test_overwrite_redoes_everything_and_deletes_only_stores(synth_videos, tmp_p
     one = sorted(synth_videos.rglob("*.mp4"))[0]
     run_gcf("extract", *TINY, one, "-o", "f.h5", cwd=tmp_path)
     again = run_gcf("extract", *TINY, one, "-o", "f.h5", cwd=tmp_path)
-    assert "0 videos ok" in again.stdout and "1 skipped" in again.stdout
+    assert "1 videos: 0 extracted, 0 failed, 1 skipped" in again.stdout
     redone = run_gcf("extract", *TINY, one, "-o", "f.h5", "--overwrite", cwd=tmp_path)
-    assert "1 videos ok" in redone.stdout and "0 skipped" in redone.stdout
+    assert "1 videos: 1 extracted, 0 failed, 0 skipped" in redone.stdout
     assert open_store(tmp_path / "f.h5").videos == [one.stem]
     (tmp_path / "notes.h5").write_text("precious")
     refused = run_gcf("extract", *TINY, one, "-o", "notes.h5", "--overwrite", cwd=tmp_path, check=False)

@@ -8,11 +8,12 @@ import torch
 
 from gcf.errors import GcfError
 from gcf.head import HeadConfig
-from gcf.head.data import FeatureTable, Standardizer, carve, make_data, rows_of, select_clips
+from gcf.head.data import Standardizer, carve, make_data, rows_of
 from gcf.head.run import load_run, save_run
 from gcf.head.synthetic import SynthConfig, synthesize
-from gcf.head.train import (accuracy, clip_baselines, clip_scores, evaluate, fit_clip_classifier, recipe,
-                            train)
+from gcf.head.train import (accuracy, batches, clip_baselines, clip_scores, evaluate, fit_clip_classifier,
+                            recipe, train)
+from gcf.store import FeatureTable, select_clips
 
 torch.set_num_threads(1)  # tiny heads: threads only add overhead, and the test machine is shared
 
@@ -31,17 +32,6 @@ def trained(data):
     return train(data, HeadConfig(dim=32), recipe(**FAST))
 
 
-def test_select_clips_uniform_random_and_short_videos():
-    feats = np.arange(20, dtype=np.float32)[:, None]
-    table = FeatureTable(feats, np.array([0, 10, 13, 20]), ["a", "b", "c"], np.array([0, 1, 0]))
-    x, mask = select_clips(table, np.array([0, 1, 2]), 5, "uniform")
-    assert x[0, :, 0].tolist() == [1, 3, 5, 7, 9]                       # centres of 5 equal segments
-    assert x[1, :3, 0].tolist() == [10, 11, 12] and mask[1].tolist() == [True] * 3 + [False] * 2
-    xr, mr = select_clips(table, np.array([0, 0]), 5, "random", np.random.default_rng(0))
-    assert mr.all() and (np.diff(xr[..., 0], axis=1) > 0).all()          # one clip per segment, in order
-    assert ((xr[..., 0] // 2) == np.arange(5)).all()
-
-
 def test_carve_is_stratified_and_seeded():
     labels = np.repeat(np.arange(3), 10)
     kept, val = carve(np.arange(30), labels, 0.2, seed=5)
@@ -53,10 +43,24 @@ def test_carve_is_stratified_and_seeded():
 def test_make_data_uses_val_as_test_when_the_store_has_no_test(data):
     t = data.table
     splits = ["val" if i % 5 == 0 else "train" for i in range(len(t.labels))]
-    d = make_data(t, splits, data.class_names)
+    d = make_data(replace(t, splits=splits), data.class_names)
     assert set(d.test) == {i for i in range(len(t.labels)) if i % 5 == 0}
     assert len(d.val) > 0 and not set(d.val) & set(d.test)
     assert "val split" in d.notes[0]
+
+
+@pytest.mark.parametrize("policy", ["uniform", "random"])
+def test_batches_are_the_stores_clip_selection_standardised(data, policy):
+    std = Standardizer.fit(data.table, data.train)
+    cfg = recipe(batch_size=16, clips=10)
+    got = list(batches(data.table, data.train[:40], cfg, std, policy, np.random.default_rng(3)))
+    rng = np.random.default_rng(3)
+    for i, (x, mask, y) in enumerate(got):
+        v = data.train[:40][16 * i:16 * (i + 1)]
+        ref, ref_mask = select_clips(data.table, v, 10, policy, rng)
+        assert torch.equal(x, std(ref)) and (mask.numpy() == ref_mask).all()
+        assert (y.numpy() == data.table.labels[v]).all()
+    assert [len(b[2]) for b in got] == [16, 16, 8]
 
 
 def test_standardizer_fits_train_clips(data):
@@ -81,7 +85,7 @@ def test_training_is_deterministic_for_a_seed(data, trained):
 
 
 def test_clip_baselines_by_hand():
-    table = FeatureTable(np.zeros((5, 1)), np.array([0, 3, 5]), ["a", "b"], np.array([1, 0]))
+    table = FeatureTable(np.zeros((5, 1)), np.array([0, 3, 5]), ["a", "b"], np.array([1, 0]), ["test", "test"])
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.8, 0.2], [0.4, 0.6]])
     out = clip_baselines(probs, table, np.array([0, 1]))
     assert out["C-Clip"]["top1"] == 0.5      # centre clips: a -> clip 1 says 1 (right), b -> clip 4 says 1 (wrong)

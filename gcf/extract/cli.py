@@ -40,9 +40,12 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--backbone", required=True, help="Registry name: resnext101, resnet18..101, r2plus1d18..101, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
-@click.option("--weights", required=True, metavar="PATH|random",
+@click.option("--weights", metavar="PATH|random",
               help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs or a plain state dict), or 'random' "
-                   "(tests and demos only: seeded, the seed is recorded in the store).")
+                   "(tests and demos only: seeded, the seed is recorded in the store) "
+                   "[default: the backbone's published file in --weights-dir].")
+@click.option("--weights-dir", envvar="GCF_WEIGHTS", default="~/.cache/gcf/weights", show_default=True,
+              help="Folder holding published checkpoints under their release names (env GCF_WEIGHTS).")
 @click.option("-o", "--output", default="features.zarr", show_default=True,
               help="Feature store: a .zarr folder or an .h5 file.")
 @click.option("--root", help="Folder that relative paths in list, CSV and split files point into "
@@ -70,12 +73,16 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--overwrite", is_flag=True, help="Delete the store first and extract everything again.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any video failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar: log lines only.")
-def extract(inputs, backbone, weights, output, root, options, norm, seed, clip_len, stride, size, batch_size,
-            workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
+def extract(inputs, backbone, weights, weights_dir, output, root, options, norm, seed, clip_len, stride, size,
+            batch_size, workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
     """Extract one descriptor per clip of every video in INPUTS (folders, videos, CSV/list or split files)."""
     if overwrite and shard[1] > 1:
         raise GcfError(f"--overwrite with --shard {shard[0]}/{shard[1]} would delete the other shards' work; "
                        f"delete {output} once before starting the shards instead")
+    if weights is None:
+        from gcf.extract.backbones.registry import default_weights
+
+        weights = str(default_weights(backbone, weights_dir))
     import torch
 
     from gcf.extract.pipeline import ExtractConfig, default_workers, extract as run
@@ -88,9 +95,10 @@ def extract(inputs, backbone, weights, output, root, options, norm, seed, clip_l
                            progress=not quiet)
     log = logging.getLogger("gcf")
     log.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    if not log.handlers:                        # once per process: `gcf demo` calls this command in-process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     resume = f"run the same command again to resume (finished videos are kept in {output})"

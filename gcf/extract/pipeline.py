@@ -3,7 +3,8 @@
 Decoder worker processes (gcf.extract.pool) cut videos into uint8 clips while the main process runs the backbone
 on batches that mix clips of many videos; a video is written to the store (one atomic `StoreWriter.add`) as soon
 as its last clip has been through the backbone. Re-running the same command skips every video the store already
-holds (ok or failed), so an interrupted run, a crash or a kill -9 loses at most the videos in flight.
+holds (ok or failed): Ctrl-C loses only the videos in flight, a kill -9 also those finished since the store's
+last commit (`commit_seconds`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from gcf.errors import GcfError
-from gcf.extract import build_backbone
+from gcf.extract import backbone_spec, build_backbone
 from gcf.extract.inputs import VideoItem, discover
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Done, Failed, Started, Task
 from gcf.store import StoreMeta, StoreWriter, VideoInfo, open_store, remove_store
@@ -99,8 +101,8 @@ class ExtractSummary:
 
     def report(self) -> str:
         """The final summary, several lines."""
-        lines = [f"{self.ok} videos ok, {len(self.failed)} failed, {self.skipped} skipped (already in the store); "
-                 f"{self.clips} clips in {self.seconds:.1f} s ({self.clips_per_s:.1f} clips/s)",
+        lines = [f"{self.selected} videos: {self.ok} extracted, {len(self.failed)} failed, {self.skipped} skipped "
+                 f"(already in the store); {self.clips} clips in {self.seconds:.1f} s ({self.clips_per_s:.1f} clips/s)",
                  f"store: {self.store}"]
         if self.failed:
             lines.append("failed:")
@@ -113,24 +115,34 @@ class ExtractSummary:
 
 def extract(config: ExtractConfig) -> ExtractSummary:
     """Run stage one as configured: discover, shard, skip what the store holds, extract the rest."""
-    dataset = discover(list(config.inputs), root=config.root)
-    items = select_shard(dataset.items, *config.shard)
-    model = load_backbone(config)
-    meta = store_meta(model.spec, config, dataset.class_names)
-    if config.overwrite:
-        remove_store(config.output)
-    summary = ExtractSummary(store=config.output, selected=len(items))
-    with StoreWriter(config.output, meta, flush_seconds=config.commit_seconds) as writer:
-        done = writer.done()
-        todo = [item for item in items if item.video_id not in done]
-        summary.skipped = len(items) - len(todo)
-        if todo:
-            _Run(config, model, meta, writer, todo, dataset.class_names, summary).run()
+    clip_len, stride, size = geometry(config, backbone_spec(config.backbone, norm=config.norm, **dict(config.options)))
+    slots = max(2, math.ceil(2 * config.batch_size / (config.workers * WINDOW)))
+    with DecoderPool(config.workers, DecodeConfig(clip_len, stride, size, WINDOW, slots)) as pool:
+        # the workers start up while the videos are found and the backbone loads
+        dataset = discover(list(config.inputs), root=config.root)
+        items = select_shard(dataset.items, *config.shard)
+        model = load_backbone(config)
+        meta = store_meta(model.spec, config, dataset.class_names)
+        if config.overwrite:
+            remove_store(config.output)
+        summary = ExtractSummary(store=config.output, selected=len(items))
+        with StoreWriter(config.output, meta, flush_seconds=config.commit_seconds) as writer:
+            done = writer.done()
+            todo = [item for item in items if item.video_id not in done]
+            summary.skipped = len(items) - len(todo)
+            if todo:
+                _Run(config, model, meta, writer, todo, dataset.class_names, summary).run(pool)
     if summary.skipped:
         failed = open_store(config.output).failed
         summary.earlier_failed = {i.video_id: failed[i.video_id] for i in items
                                   if i.video_id in failed and i.video_id not in summary.failed}
     return summary
+
+
+def geometry(config: ExtractConfig, spec: Any) -> tuple[int, int, int]:
+    """(clip length, stride, crop size): the configured values, else the backbone's (stride: the clip length)."""
+    clip_len = config.clip_len or spec.clip_len
+    return clip_len, config.stride or clip_len, config.size or spec.input_size
 
 
 def select_shard(items: list[VideoItem], index: int, count: int) -> list[VideoItem]:
@@ -158,13 +170,12 @@ def load_backbone(config: ExtractConfig) -> torch.nn.Module:
 
 def store_meta(spec: Any, config: ExtractConfig, class_names: tuple[str, ...]) -> StoreMeta:
     """Store-wide metadata: what a reader needs to know how the descriptors were made, and to remake them."""
-    clip_len = config.clip_len or spec.clip_len
+    clip_len, stride, size = geometry(config, spec)
     extra = {"norm": spec.norm.name, "value_range": spec.norm.value_range, "channel_order": spec.norm.channel_order,
              "num_classes": spec.num_classes, "logits": config.logits, "backbone_options": dict(spec.options)}
     if spec.seed is not None:
         extra["weights_seed"] = spec.seed
-    return StoreMeta(backbone=spec.name, weights=spec.weights, clip_len=clip_len,
-                     stride=config.stride or clip_len, input_size=config.size or spec.input_size,
+    return StoreMeta(backbone=spec.name, weights=spec.weights, clip_len=clip_len, stride=stride, input_size=size,
                      mean=tuple(spec.norm.mean), std=tuple(spec.norm.std), feature_dim=spec.feature_dim,
                      class_names=tuple(class_names), dtype=config.dtype, extra=extra)
 
@@ -299,14 +310,12 @@ class _Run:
         self.videos: dict[int, _Video] = {}
         self.progress = _Progress(len(todo), config.progress)
 
-    def run(self) -> None:
+    def run(self, pool: DecoderPool) -> None:
         c = self.config
-        slots = max(2, math.ceil(2 * c.batch_size / (c.workers * WINDOW)))
-        decode = DecodeConfig(self.meta.clip_len, self.meta.stride, self.meta.input_size, WINDOW, slots)
         log.info("extracting %d videos (%d already in the store) with %d decoder workers on %s",
                  len(self.todo), self.summary.skipped, c.workers, c.device)
         start = time.perf_counter()
-        with _StopRequest() as stop, DecoderPool(c.workers, decode) as pool, self.progress:
+        with _StopRequest() as stop, self.progress:
             pool.submit(Task(i, item.path) for i, item in enumerate(self.todo))
             try:
                 while pool.busy and not (stop.requested or pool.stopped):
@@ -387,10 +396,11 @@ class _Run:
 
 
 class _Progress:
-    """A tqdm bar (videos, clips/s, failures, ETA), or with `bar=False` a log line every 30 seconds."""
+    """A tqdm bar (videos, clips/s, failures, ETA) on a terminal; else (or with `bar=False`, i.e. --quiet) a log
+    line every 30 seconds, which is what a batch job's log file wants."""
 
     def __init__(self, total: int, bar: bool):
-        self.total, self.bar = total, bar
+        self.total, self.bar = total, bar and sys.stderr.isatty()
         self.videos = self.clips = self.failed = 0
         self.start = self.last_log = time.perf_counter()
         self._tqdm = None

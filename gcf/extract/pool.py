@@ -4,7 +4,7 @@ The main process owns everything: it gives each worker its own pipe and its own 
 windows (`window` clips each), assigns videos to a worker explicitly (so it always knows which video a worker
 holds), and reads results with `multiprocessing.connection.wait` over pipes and process sentinels. A worker that
 dies (a decoder segfault or abort) costs the video it was decoding, reported as "decoder crashed (signal N, NAME)";
-the videos queued behind it go back to the queue and a fresh worker takes over its pipe-less shared memory. There
+the videos queued behind it go back to the queue and a fresh worker takes over its shared memory. There
 is no pool-wide lock or shared queue that a dying process could leave broken, which is why this is not a
 ProcessPoolExecutor.
 
@@ -96,9 +96,11 @@ class _Worker:
 class DecoderPool:
     """`workers` decoder processes fed video by video: `submit` tasks, then read `events()` while `busy`."""
 
-    def __init__(self, workers: int, config: DecodeConfig, prefetch: int = 2):
+    def __init__(self, workers: int, config: DecodeConfig):
         self.config = config
-        self.prefetch = prefetch          # videos assigned to a worker at once: one decoding, the next waiting
+        # videos assigned to a worker at once: enough to fill every slot (a slot holds clips of one video) while
+        # the main process is busy, so a worker never idles for lack of work
+        self.prefetch = config.slots + 1
         self.stopped = False              # a worker was killed by a stop signal: the run is being stopped
         self._ctx = mp.get_context("spawn")   # a fresh interpreter: no inherited locks, threads or file handles
         self._pending: deque[Task] = deque()
@@ -265,8 +267,9 @@ def _send(conn: Connection, msg: tuple) -> None:
 def _worker_main(conn: Connection, shm_name: str, config: DecodeConfig, free: list[int]) -> None:
     """Decode assigned videos clip by clip into free slots; leave Ctrl-C to the main process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(config.nice)
     from gcf.extract.video import iter_clips, probe
+
+    os.nice(config.nice)
 
     shm = SharedMemory(name=shm_name)
     c = config

@@ -13,7 +13,7 @@ from gcf.errors import GcfError
 from gcf.head import HeadConfig, complexity, list_heads
 from gcf.head.data import load_store
 from gcf.head.run import load_run, plot_confusion, save_run
-from gcf.head.train import RECIPES, clip_baselines, clip_scores, evaluate, fit_clip_classifier, recipe, train
+from gcf.head.train import RECIPES, check_data, clip_baselines, clip_scores, evaluate, fit_clip_classifier, recipe, train
 
 
 def pct(m: dict) -> str:
@@ -47,7 +47,7 @@ def run_dir(store: str, head: str, out: str | None, overwrite: bool) -> Path:
               help="Training preset; 'paper' is the paper's SGD recipe (section 3.3).")
 @click.option("--clips", type=int, help="Clips per video C [default: 10].")
 @click.option("--select", type=click.Choice(["uniform", "random"]), help="Clip selection for val/test [uniform].")
-@click.option("--dim", type=int, help="Head width D [default: 512].")
+@click.option("--dim", type=int, help="Head width D [default: 256].")
 @click.option("--layers", type=int, help="Fusion layers n in BA^n [default: 1].")
 @click.option("--norm", type=click.Choice(["softmax", "count"]), help="N(v) of eq. 1 [default: softmax].")
 @click.option("--dropout", type=float, help="Dropout on v' [default: 0].")
@@ -68,19 +68,23 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
     except ValueError as e:
         raise GcfError(f"invalid hyper-parameter: {e}") from e
     path = run_dir(store, head_name, out, overwrite)
-    data, source, backbone_probs = load_store(store, seed)
+    data, source, backbone_probs = load_store(store)
     t = data.table
     click.echo(f"{store}: {len(t.labels)} videos, {t.features.shape[0]} clips, d={t.features.shape[1]}, "
                f"{len(data.class_names)} classes; train {len(data.train)}, val {len(data.val)}, test {len(data.test)}")
     for note in data.notes:
         click.echo(f"  {note}")
+    try:
+        check_data(data)
+    except GcfError as e:
+        raise GcfError(f"{store}: {e}") from None
     head_cfg = replace(head_cfg, in_dim=t.features.shape[1], num_classes=len(data.class_names), clips=cfg.clips)
     click.echo(f"head {head_name}: {complexity(head_cfg)} (C={cfg.clips})")
     result = train(data, head_cfg, cfg, progress=True)
     clip = None
     if backbone_probs is None:
         clip = fit_clip_classifier(data, cfg)
-    save_run(path, result, clip, source)
+    save_run(path, result, clip, {**source, "notes": list(data.notes)})
     if result.stopped:
         raise GcfError(f"{path}: {result.stopped}")
     click.echo(f"test ({len(data.test)} videos): {pct(result.metrics)} (best epoch {result.best_epoch})")
@@ -95,7 +99,7 @@ def eval_run(run, store, as_json):
     """Compare C-Clip, D-Clips and the trained head of RUN on the test split (Table 1 style)."""
     r = load_run(run)
     store = store or r.config["store"]
-    data, source, backbone_probs = load_store(store, r.config["seed"])
+    data, source, backbone_probs = load_store(store)
     for key in ("backbone", "feature_dim", "class_names"):
         if source[key] != r.config[key]:
             raise GcfError(f"{store}: {key} {_short(source[key])} differs from the run's {_short(r.config[key])} "
@@ -136,7 +140,7 @@ def head() -> None:
 
 @head.command("info")
 @click.option("--in-dim", type=int, default=2048, show_default=True, help="Descriptor width d.")
-@click.option("--dim", type=int, default=512, show_default=True, help="Head width D.")
+@click.option("--dim", type=int, default=HeadConfig.dim, show_default=True, help="Head width D.")
 @click.option("--clips", type=int, default=10, show_default=True, help="Clips per video C.")
 @click.option("--classes", type=int, default=600, show_default=True, help="Number of classes K.")
 @click.option("--head", "head_name", default="gcf", show_default=True, type=click.Choice(list_heads()))

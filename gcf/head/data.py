@@ -1,6 +1,6 @@
-"""Features in memory for training: splits (val carved from train when absent), standardisation, clip batches.
+"""Features in memory for training: splits (val carved from train when absent) and standardisation.
 
-Batches are built by vectorised index gathering from the in-memory FeatureTable, never item by item.
+Batches (gcf.head.train.batches) are vectorised index gathers from the in-memory FeatureTable.
 """
 
 from __future__ import annotations
@@ -11,38 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class FeatureTable:
-    """All clip descriptors of a set of videos: video v owns rows offsets[v]:offsets[v+1] of features."""
-
-    features: np.ndarray      # [N, d] float16 or float32
-    offsets: np.ndarray       # [V + 1] int64
-    video_ids: list[str]
-    labels: np.ndarray        # [V] int64, -1 when unknown
-
-
-def select_clips(table: FeatureTable, videos: np.ndarray, clips: int, policy: str,
-                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Gather `clips` descriptors of each video in temporal order -> (x [B, C, d], mask [B, C]).
-
-    "uniform": centres of C equal segments; "random": a random clip in each of C equal segments (TSN-style
-    augmentation); "all": every clip, C = longest video. Videos shorter than C give all their clips, the rest
-    is masked (padded positions repeat the last clip and must be ignored through the mask).
-    """
-    start = table.offsets[videos]
-    n = table.offsets[videos + 1] - start
-    if policy == "all":
-        clips = int(n.max())
-    j = np.arange(clips)
-    if policy == "random":
-        pos = ((j + rng.random((len(videos), clips))) * n[:, None] / clips).astype(np.int64)
-    else:
-        pos = ((j + 0.5) * n[:, None] / clips).astype(np.int64)
-    short = n[:, None] < clips
-    pos = np.where(short, np.minimum(j, n[:, None] - 1), pos)
-    mask = ~short | (j < n[:, None])
-    return table.features[start[:, None] + pos], mask
+from gcf.store import FeatureTable, open_store
 
 
 @dataclass(frozen=True)
@@ -60,7 +29,7 @@ class Data:
 def carve(videos: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded split of `videos` -> (kept, carved): round(fraction * n) per class, at least 1 of n >= 2."""
     rng = np.random.default_rng(seed)
-    kept, carved = [], []
+    kept, carved = [videos[:0]], [videos[:0]]
     for c in np.unique(labels[videos]):
         members = rng.permutation(videos[labels[videos] == c])
         take = 0 if len(members) < 2 else max(1, int(round(fraction * len(members))))
@@ -69,14 +38,14 @@ def carve(videos: np.ndarray, labels: np.ndarray, fraction: float, seed: int) ->
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
 
 
-def make_data(table: FeatureTable, splits: list[str], class_names: tuple[str, ...], seed: int = 0,
-              val_fraction: float = 0.1, test_fraction: float = 0.2) -> Data:
-    """Assign videos to train/val/test from per-video split names ("" counts as train), carving what is missing.
+def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, val_fraction: float = 0.1,
+              test_fraction: float = 0.2) -> Data:
+    """Assign videos to train/val/test from table.splits ("" counts as train), carving what is missing.
 
     Without a test split the store's val split becomes the test split, and without either a stratified
     test split is carved from train; a missing val split is carved from train. Unlabelled videos are dropped.
     """
-    splits = np.asarray(splits)
+    splits = np.asarray(table.splits)
     labelled = table.labels >= 0
     pick = {s: np.flatnonzero((splits == s) & labelled) for s in ("train", "val", "test")}
     train = np.flatnonzero(((splits == "train") | (splits == "")) & labelled)
@@ -117,9 +86,9 @@ class Standardizer:
     def identity(cls, dim: int) -> "Standardizer":
         return cls(torch.zeros(dim), torch.ones(dim))
 
-    def __call__(self, x: np.ndarray) -> torch.Tensor:
-        """Gathered descriptors (any float dtype) -> standardised float32 tensor."""
-        return (torch.from_numpy(x).float() - self.mean) / self.std
+    def __call__(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Descriptors of any float dtype -> a new standardised float32 tensor (the input is left as it is)."""
+        return torch.as_tensor(x).float().sub(self.mean).div_(self.std)
 
 
 def rows_of(table: FeatureTable, videos: np.ndarray) -> np.ndarray:
@@ -134,23 +103,24 @@ def clip_table(table: FeatureTable) -> FeatureTable:
 
     Video v's clips become videos rows_of(table, [v]) of the returned table.
     """
-    labels = np.repeat(table.labels, np.diff(table.offsets))
-    return FeatureTable(table.features, np.arange(len(labels) + 1), [], labels)
+    counts = np.diff(table.offsets)
+    return FeatureTable(table.features, np.arange(counts.sum() + 1), list(np.repeat(table.video_ids, counts)),
+                        np.repeat(table.labels, counts), list(np.repeat(table.splits, counts)))
 
 
-def load_store(path: str, seed: int = 0) -> tuple[Data, dict, np.ndarray | None]:
-    """Read a store into memory -> (Data with carved splits, source description, backbone test-clip probabilities).
+def load_store(path: str) -> tuple[Data, dict, np.ndarray | None]:
+    """Read a store into memory -> (Data, source description, backbone test-clip probabilities or None).
 
-    The source dict (store path, backbone, weights, feature_dim, class_names) goes into a run's config. The
-    probabilities [test clips, K] are the softmax of the clip logits the backbone stored, present only when the
-    backbone's classes are the store's classes; C-Clip and D-Clips then use them instead of a trained classifier.
+    Missing val/test splits are carved with seed 0 whatever the training seed, so runs of every seed are
+    tested on the same videos. The source dict (store path, backbone, weights, feature_dim, class_names) goes
+    into a run's config. The probabilities [test clips, K] are the softmax of the clip logits the backbone
+    stored, present only when the store declares its logits' classes (extra["logits_classes"]) to be its class
+    names; C-Clip and D-Clips then use them instead of a trained clip classifier.
     """
-    from gcf.store import open_store
-
     reader = open_store(path)
     meta = reader.meta
     table = reader.load()
-    data = make_data(table, [reader.split(v) for v in table.video_ids], tuple(meta.class_names), seed=seed)
+    data = make_data(table, tuple(meta.class_names))
     source = {"store": str(Path(path).resolve()), "backbone": meta.backbone, "weights": meta.weights,
               "feature_dim": meta.feature_dim, "class_names": list(meta.class_names)}
     probs = None

@@ -24,7 +24,7 @@ class HeadConfig:
     in_dim: int = 2048        # d, descriptor width from the backbone
     num_classes: int = 600    # K
     clips: int = 10           # C, clip positions the head sees (the paper's gate is tied to it)
-    dim: int = 512            # D, width of b_i, r_i and v'
+    dim: int = 256            # D, width of b_i, r_i and v' (measured better than 512; docs/head.md)
     layers: int = 1           # n in BA^n (eqs. 11-12); encoder layers for `transformer`
     norm: str = "softmax"     # N(v) in eq. 1: "softmax" (scaled dot product) or "count" (divide by clip count)
     reduction: int = 2        # gate bottleneck: C/r hidden units (paper gate) or D/r (clip gate)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gcf.head.data import Data, FeatureTable, make_data
+from gcf.head.data import Data, make_data
+from gcf.store import FeatureTable, StoreMeta, StoreWriter, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,8 @@ class SynthConfig:
     """Knobs of the synthetic feature store; amplitudes are in units of the per-dimension noise std."""
 
     classes: int = 10
-    train_per_class: int = 60
-    test_per_class: int = 20
+    train_per_class: int = 200
+    test_per_class: int = 50
     dim: int = 256
     min_clips: int = 8
     max_clips: int = 24
@@ -37,16 +38,15 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class Synthetic:
-    """A synthetic feature table, its per-video split names, class names and which clips are relevant."""
+    """A synthetic feature table (with per-video split names), class names and which clips are relevant."""
 
     table: FeatureTable
-    splits: list[str]
     class_names: tuple[str, ...]
     relevant: np.ndarray       # [N] bool, per clip
 
     def data(self, seed: int = 0) -> Data:
         """Train/val/test Data (val carved from train, as for a store without a val split)."""
-        return make_data(self.table, self.splits, self.class_names, seed=seed)
+        return make_data(self.table, self.class_names, seed=seed)
 
 
 def synthesize(cfg: SynthConfig = SynthConfig()) -> Synthetic:
@@ -73,14 +73,13 @@ def synthesize(cfg: SynthConfig = SynthConfig()) -> Synthetic:
     x += (~relevant & ~noise_only)[:, None] * cfg.distractor * protos[other[video]]
     scale, shift = np.exp(rng.normal(0.0, 1.0, d)), rng.normal(2.0, 1.0, d)
     features = (x * scale + shift).astype(np.float16)
-    table = FeatureTable(features, offsets.astype(np.int64), [f"v{i:05d}" for i in range(v)], labels.astype(np.int64))
-    return Synthetic(table, splits, tuple(f"class{c:02d}" for c in range(k)), relevant)
+    table = FeatureTable(features, offsets.astype(np.int64), [f"v{i:05d}" for i in range(v)], labels.astype(np.int64),
+                         splits)
+    return Synthetic(table, tuple(f"class{c:02d}" for c in range(k)), relevant)
 
 
 def write_store(path: str, synth: Synthetic, backbone: str = "synthetic", fps: float = 25.0) -> None:
     """Write a synthetic feature table as a real store on disk (16-frame non-overlapping clips at `fps`)."""
-    from gcf.store import StoreMeta, StoreWriter, VideoInfo
-
     t = synth.table
     meta = StoreMeta(backbone=backbone, weights="random", clip_len=16, stride=16, input_size=112,
                      mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), feature_dim=t.features.shape[1],
@@ -90,5 +89,5 @@ def write_store(path: str, synth: Synthetic, backbone: str = "synthetic", fps: f
             n = int(t.offsets[v + 1] - t.offsets[v])
             start = np.arange(n) * 16
             times = np.stack([start, start + 16], 1) / fps
-            info = VideoInfo(vid, f"{vid}.mp4", int(t.labels[v]), synth.splits[v], n * 16, fps, n * 16 / fps)
+            info = VideoInfo(vid, f"{vid}.mp4", int(t.labels[v]), t.splits[v], n * 16, fps, n * 16 / fps)
             w.add(info, t.features[t.offsets[v]:t.offsets[v + 1]], start, times)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from gcf.errors import GcfError
-from gcf.head.data import Data, FeatureTable, Standardizer, clip_table, rows_of, select_clips
+from gcf.head.data import Data, Standardizer, clip_table, rows_of
 from gcf.head.registry import HeadConfig, build
+from gcf.store import FeatureTable, clip_indices
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class TrainConfig:
     recipe: str = "default"
     optimizer: str = "adamw"      # "adamw" | "sgd"
     lr: float = 1e-3
-    weight_decay: float = 0.05
+    weight_decay: float = 0.5     # measured better than 0.05 on synthetic stores (docs/head.md)
     momentum: float = 0.9         # sgd only
     dampening: float = 0.0        # sgd only
     batch_size: int = 64
@@ -88,11 +89,11 @@ class Result:
     best_epoch: int = 0                                 # epoch whose weights were kept (0 = initial)
     stopped: str | None = None                          # why training stopped early on a fault, else None
 
-    def predict(self, x: np.ndarray, mask: np.ndarray):
+    def predict(self, x: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor):
         """Raw descriptors [B, C, d] and mask [B, C] -> HeadOutput (standardised, eval mode, no grad)."""
         self.head.eval()
         with torch.no_grad():
-            return self.head(self.standardizer(x), torch.from_numpy(mask))
+            return self.head(self.standardizer(x), torch.as_tensor(mask))
 
 
 def check_data(data: Data) -> None:
@@ -117,10 +118,17 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def batches(table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Standardizer, select: str,
             rng: np.random.Generator | None = None):
-    """Yield (x [B, C, d] float32 standardised, mask [B, C], y [B]) for `videos` in the given order."""
+    """Yield (x [B, C, d] float32 standardised, mask [B, C], y [B]) for `videos` in the given order.
+
+    The store's clip_indices picks the clips; one torch gather per batch reads them from the in-memory
+    features (torch converts float16 several times faster than numpy, which select_clips uses).
+    """
+    features = torch.from_numpy(table.features)
     for i in range(0, len(videos), cfg.batch_size):
         v = videos[i:i + cfg.batch_size]
-        x, mask = select_clips(table, v, cfg.clips, select, rng)
+        start = table.offsets[v]
+        idx, mask = clip_indices(table.offsets[v + 1] - start, cfg.clips, select, rng)
+        x = features[torch.from_numpy(start[:, None] + idx)]
         yield std(x), torch.from_numpy(mask), torch.from_numpy(table.labels[v])
 
 

@@ -32,23 +32,26 @@ class BackboneSpec:
 
 
 class Backbone(nn.Module):
-    """A 3D CNN; subclasses build the layers and say which module gives the last conv map and which classifies."""
+    """A 3D CNN; subclasses build the layers and say which module gives the last conv map and which classifies.
+
+    The defaults fit Efficient-3DCNNs' layout (a `features` trunk and a `classifier`); other layouts override.
+    """
 
     spec: BackboneSpec  # attached by build_backbone
     feature_dim: int  # set by subclasses: channels of the last conv map
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised clips [N, 3, T, H, W] -> last conv feature map A [N, d, t, h, w]."""
-        raise NotImplementedError
+        return self.features(x)
 
     def classify(self, v: torch.Tensor) -> torch.Tensor:
         """Descriptors [N, d] -> logits [N, num_classes]."""
-        raise NotImplementedError
+        return self.classifier(v)
 
     @property
     def cam_layer(self) -> nn.Module:
         """The module whose output is A, for 3D Grad-CAM hooks."""
-        raise NotImplementedError
+        return self.features
 
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised clips [N, 3, T, H, W] -> globally average-pooled A, [N, d]: the paper's clip descriptor v_i."""

@@ -41,16 +41,6 @@ class MobileNet3d(Backbone):
         self.feature_dim = channels
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(channels, num_classes))
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def classify(self, v: torch.Tensor) -> torch.Tensor:
-        return self.classifier(v)
-
-    @property
-    def cam_layer(self) -> nn.Module:
-        return self.features
-
 
 def mobilenet(num_classes: int, width: float = 1.0) -> MobileNet3d:
     """3D MobileNet with channel width multiplier `width`."""

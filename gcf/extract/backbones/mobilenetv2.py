@@ -44,16 +44,6 @@ class MobileNetV2_3d(Backbone):
         self.feature_dim = last
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def classify(self, v: torch.Tensor) -> torch.Tensor:
-        return self.classifier(v)
-
-    @property
-    def cam_layer(self) -> nn.Module:
-        return self.features
-
 
 def mobilenetv2(num_classes: int, width: float = 1.0) -> MobileNetV2_3d:
     """3D MobileNetV2 with channel width multiplier `width`."""

@@ -8,6 +8,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -34,19 +35,40 @@ class Entry:
     norm: str  # input convention of the published weights
     num_classes: int  # classes of the published weights (700: Kinetics-700, 400/600: Kinetics-400/600)
     head_key: str  # the classifier weight in a state dict: its rows are the classes
+    checkpoint: str | None = None  # file name of the published weights (docs/backbones.md says where to get it)
     clip_len: int = 16
     input_size: int = 112
 
 
 REGISTRY: dict[str, Entry] = {
-    **{f"resnet{d}": Entry(partial(resnet, d), "kinetics", 700, "fc.weight") for d in (18, 34, 50, 101)},
-    **{f"r2plus1d{d}": Entry(partial(r2plus1d, d), "kinetics", 700, "fc.weight") for d in (18, 34, 50, 101)},
-    "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight"),
-    "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight"),
-    "mobilenetv2": Entry(mobilenetv2, "activitynet-bgr", 600, "classifier.1.weight"),
-    "shufflenet": Entry(shufflenet, "activitynet-bgr", 600, "classifier.1.weight"),
-    "shufflenetv2": Entry(shufflenetv2, "activitynet-bgr", 600, "classifier.1.weight"),
+    **{f"resnet{d}": Entry(partial(resnet, d), "kinetics", 700, "fc.weight", f"r3d{d}_K_200ep.pth")
+       for d in (18, 34, 50, 101)},
+    **{f"r2plus1d{d}": Entry(partial(r2plus1d, d), "kinetics", 700, "fc.weight",
+                             f"r2p1d{d}_K_200ep.pth" if d != 101 else None) for d in (18, 34, 50, 101)},
+    "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
+    "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
+                       "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
+    "mobilenetv2": Entry(mobilenetv2, "activitynet-bgr", 600, "classifier.1.weight",
+                         "kinetics_mobilenetv2_1.0x_RGB_16_best.pth"),
+    "shufflenet": Entry(shufflenet, "activitynet-bgr", 600, "classifier.1.weight",
+                        "kinetics_shufflenet_1.0x_G3_RGB_16_best.pth"),
+    "shufflenetv2": Entry(shufflenetv2, "activitynet-bgr", 600, "classifier.1.weight",
+                          "kinetics_shufflenetv2_1.0x_RGB_16_best.pth"),
 }
+
+
+def default_weights(name: str, weights_dir: str | os.PathLike) -> Path:
+    """The published checkpoint of `name` in `weights_dir`, for `gcf extract` without --weights; a clear error
+    when the registry knows no published file or the file is not there."""
+    entry = REGISTRY.get(name)
+    if entry is None or entry.checkpoint is None:
+        raise GcfError(f"{name}: no published checkpoint is known for this backbone; pass --weights PATH "
+                       f"(or --weights random for a test run)")
+    path = Path(weights_dir).expanduser() / entry.checkpoint
+    if not path.is_file():
+        raise GcfError(f"{path}: not found; put the published {entry.checkpoint} there (see docs/backbones.md), "
+                       f"pass --weights PATH, or --weights random for a test run")
+    return path
 
 
 def list_backbones() -> list[str]:

@@ -72,9 +72,6 @@ class ShuffleNet3d(Backbone):
         x = self.maxpool(self.conv1(x))
         return self.layer3(self.layer2(self.layer1(x)))
 
-    def classify(self, v: torch.Tensor) -> torch.Tensor:
-        return self.classifier(v)
-
     @property
     def cam_layer(self) -> nn.Module:
         return self.layer3

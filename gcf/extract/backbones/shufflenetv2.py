@@ -61,9 +61,6 @@ class ShuffleNetV2_3d(Backbone):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_last(self.features(self.maxpool(self.conv1(x))))
 
-    def classify(self, v: torch.Tensor) -> torch.Tensor:
-        return self.classifier(v)
-
     @property
     def cam_layer(self) -> nn.Module:
         return self.conv_last

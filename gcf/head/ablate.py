@@ -1,0 +1,370 @@
+"""`gcf ablate`: train a grid of head configurations on one store, in parallel and cached, and report it.
+
+Every run is `gcf train-head`'s code path: gcf.head.train.train on the store's splits (the same for every seed),
+then evaluate. The store is read once; its features are dumped to .npy files that the loky workers memory-map,
+so no configuration re-reads the store. Each run's result is written atomically to OUT/cache/<key>.json, the
+key hashing the full head and training config, the seed and the store's content: a rerun, an interrupted run or
+an extended grid trains only what is new. C-Clip and D-Clips are evaluated once per seed for the comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from joblib import Parallel, cpu_count, delayed
+from tqdm import tqdm
+
+from gcf import __version__
+from gcf.errors import GcfError
+from gcf.head.ablate_report import BASELINES, result_row, write_reports
+from gcf.head.complexity import complexity
+from gcf.head.data import Data, load_store
+from gcf.head.registry import HeadConfig
+from gcf.head.train import (TrainConfig, accuracy, check_data, clip_baselines, clip_scores, fit_clip_classifier,
+                            recipe, run_split, train)
+from gcf.store import FeatureTable
+
+HEAD_KEYS = {"head": "name", "dim": "dim", "layers": "layers", "norm": "norm", "reduction": "reduction",
+             "dropout": "dropout"}                       # grid key -> HeadConfig field
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")   # 'recipe' picks the preset
+GRID_KEYS = (*HEAD_KEYS, *TRAIN_KEYS)
+KINDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+MAX_RUNS = 200                                                                 # larger grids need --yes
+
+
+# ---------------------------------------------------------------------------------------------------- the grid
+
+def parse_grid(text: str) -> dict[str, list]:
+    """'head=gcf,fusion-only;dim=256,512' -> {"head": ["gcf", "fusion-only"], "dim": ["256", "512"]} (raw text)."""
+    grid: dict[str, list] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, eq, values = part.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise GcfError(f"--grid: {part!r} is not key=value,value,...; write e.g. 'dim=256,512;layers=1,2'")
+        if key in grid:
+            raise GcfError(f"--grid: key {key!r} is given twice; list all its values once, comma-separated")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+def read_grid_file(path: str) -> dict[str, list]:
+    """A JSON or YAML mapping of grid key -> list of values (or one value)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise GcfError(f"{path}: cannot read the grid file ({e.strerror}); check the path") from e
+    if p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as e:
+            raise GcfError(f"{path}: YAML grid files need pyyaml (pip install 'gcf[yaml]'); "
+                           "or write the grid as JSON") from e
+        load, errors = yaml.safe_load, (yaml.YAMLError,)
+    elif p.suffix.lower() == ".json":
+        load, errors = json.loads, (ValueError,)
+    else:
+        raise GcfError(f"{path}: a grid file must end in .json, .yaml or .yml")
+    try:
+        grid = load(text)
+    except errors as e:
+        raise GcfError(f"{path}: not valid {p.suffix[1:].upper()} ({str(e).splitlines()[0]}); fix the file") from e
+    if not isinstance(grid, dict):
+        raise GcfError(f"{path}: the grid must be a mapping of key -> list of values, e.g. {{\"dim\": [256, 512]}}")
+    return {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
+
+
+def _default(key: str):
+    return getattr(HeadConfig(), HEAD_KEYS[key]) if key in HEAD_KEYS else getattr(TrainConfig(), key)
+
+
+def parse_value(key: str, value):
+    """One grid value (text, or a JSON/YAML scalar) as the type of its config field."""
+    kind = type(_default(key))
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        try:
+            if kind is bool:
+                return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[text]
+            return kind(text)
+        except (KeyError, ValueError):
+            raise GcfError(f"grid key {key!r}: {value!r} is not {KINDS[kind]}") from None
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise GcfError(f"grid key {key!r}: {value!r} is not {KINDS[kind]}")
+
+
+def check_grid(grid: dict[str, list]) -> dict[str, list]:
+    """Typed, de-duplicated values for known keys; raise GcfError for an unknown key or an empty grid or key."""
+    for key in grid:
+        if key not in GRID_KEYS:
+            raise GcfError(f"unknown grid key {key!r}; valid keys: {', '.join(GRID_KEYS)}")
+    if not grid:
+        raise GcfError("the grid is empty; give --grid 'key=v1,v2;...' or --grid-file, e.g. --grid 'dim=256,512'")
+    typed = {}
+    for key, values in grid.items():
+        if not values:
+            raise GcfError(f"grid key {key!r} has no values; give at least one, e.g. '{key}={_default(key)}'")
+        typed[key] = list(dict.fromkeys(parse_value(key, v) for v in values))
+    return typed
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a grid point with a seed, or (head None) the C-Clip/D-Clips clip classifier of a seed."""
+
+    point: tuple[tuple[str, object], ...]   # (grid key, value) in grid order; () for the clip classifier
+    head: HeadConfig | None
+    train: TrainConfig
+
+    def key(self, store: str, in_dim: int, classes: int) -> str:
+        """Cache key: a hash of the full head and training config (seed included), the store and gcf's version."""
+        head = None if self.head is None else asdict(replace(self.head, in_dim=in_dim, num_classes=classes,
+                                                             clips=self.train.clips))
+        text = json.dumps({"gcf": __version__, "store": store, "head": head, "train": asdict(self.train)},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
+    """Every grid point x seed as a Job (checked; GcfError on a bad value), and the clip classifier per seed.
+
+    Grid keys set HeadConfig fields (head=name) or TrainConfig fields of the recipe (recipe=name picks it).
+    The clip classifier is trained with the first recipe and the training keys that have one value.
+    """
+    def train_cfg(point: dict, seed: int):
+        over = {k: v for k, v in point.items() if k not in HEAD_KEYS and k != "recipe"}
+        return recipe(point.get("recipe", "default"), seed=seed, **over)
+
+    runs = []
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values))
+        try:
+            head = HeadConfig(**{HEAD_KEYS[k]: v for k, v in point.items() if k in HEAD_KEYS})
+            cfg = train_cfg(point, 0)
+            cfg.check()
+            replace(head, clips=cfg.clips).check()
+        except ValueError as e:
+            where = "; ".join(f"{k}={v}" for k, v in point.items())
+            raise GcfError(f"invalid grid value: {e} (at {where}); nothing was trained") from e
+        runs += [Job(tuple(point.items()), head, replace(cfg, seed=s)) for s in range(seeds)]
+    fixed = {k: v[0] for k, v in grid.items() if k not in HEAD_KEYS and (len(v) == 1 or k == "recipe")}
+    return runs, [Job((), None, train_cfg(fixed, s)) for s in range(seeds)]
+
+
+# ---------------------------------------------------------------------------------------------------- the store
+
+@dataclass(frozen=True)
+class Store:
+    """A store read once: its data (table and train/val/test, as `gcf train-head` makes them) and identity."""
+
+    data: Data
+    fingerprint: str                    # sha256 of features, clips, ids, labels, splits, classes and backbone
+    backbone_probs: np.ndarray | None   # the backbone's test-clip probabilities, when usable for C-Clip/D-Clips
+
+
+def read_store(path: str) -> Store:
+    """Load the store once, with `gcf train-head`'s splits; GcfError if they cannot train a classifier."""
+    data, source, probs = load_store(path)
+    try:
+        check_data(data)
+    except GcfError as e:
+        raise GcfError(f"{path}: {e}") from None
+    t = data.table
+    h = hashlib.sha256()
+    for a in (t.features, t.offsets, t.labels):
+        h.update(np.ascontiguousarray(a).view(np.uint8).data)
+    h.update(json.dumps([str(t.features.dtype), list(t.features.shape), list(t.video_ids), list(t.splits),
+                         source["class_names"], source["backbone"], source["weights"]]).encode())
+    return Store(data, h.hexdigest()[:24], probs)
+
+
+def share(data: Data, folder: Path) -> None:
+    """Dump the table (features, offsets, ids, labels, splits) and the split indices as .npy files for workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t = data.table
+    arrays = {"features": t.features, "offsets": t.offsets, "video_ids": np.array(t.video_ids, dtype=str),
+              "labels": t.labels, "splits": np.array(t.splits, dtype=str),
+              "train": data.train, "val": data.val, "test": data.test}
+    for name, a in arrays.items():
+        np.save(folder / f"{name}.tmp.npy", np.ascontiguousarray(a))
+        os.replace(folder / f"{name}.tmp.npy", folder / f"{name}.npy")
+
+
+def shared_data(folder: Path, class_names: tuple[str, ...]) -> Data:
+    """The Data of `share`, memory-mapped: the workers share one copy of the features in the page cache."""
+    load = lambda name: np.load(folder / f"{name}.npy", mmap_mode="r")  # noqa: E731
+    names = lambda name: np.load(folder / f"{name}.npy").tolist()       # noqa: E731 (lists, as the store gives)
+    table = FeatureTable(load("features"), load("offsets"), names("video_ids"), load("labels"), names("splits"))
+    return Data(table, load("train"), load("val"), load("test"), class_names)
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+def write_json(path: Path, record: dict) -> None:
+    """Write JSON atomically: a reader (or a rerun after a kill) sees the whole file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+def run_job(job: Job, key: str, folder: str, class_names: tuple[str, ...], threads: int, cache: str) -> dict:
+    """Train and test one Job (in a worker or in-process), cache its record and return it; an error is returned."""
+    import torch._dynamo  # noqa: F401  (else the first optimizer imports it, a second inside the first timed run)
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        data = shared_data(Path(folder), class_names)
+        t = data.table
+        if job.head is None:
+            clf = fit_clip_classifier(data, job.train)
+            record = {"baselines": clip_baselines(clip_scores(clf, t, data.test), t, data.test)}
+        else:
+            result = train(data, job.head, job.train)
+            logits, _, val_loss = run_split(result.head, t, data.val, result.cfg, result.standardizer)
+            c = complexity(result.head_cfg, result.head)
+            record = {"metrics": result.metrics, "val": dict(accuracy(logits, t.labels[data.val]), loss=val_loss),
+                      "params": c.params, "mflops": c.flops / 1e6, "best_epoch": result.best_epoch,
+                      "epochs_run": len(result.history), "stopped": result.stopped, "head": asdict(result.head_cfg)}
+    except Exception as e:  # noqa: BLE001 (one broken run never stops the grid; it is reported and retried)
+        return {"key": key, "error": f"{type(e).__name__}: {e}"}
+    record.update(key=key, seconds=time.perf_counter() - t0, gcf_version=__version__, train=asdict(job.train))
+    write_json(Path(cache) / f"{key}.json", record)
+    return record
+
+
+def cached(path: Path) -> dict | None:
+    """A cached record, or None when absent or unreadable (then it is trained again)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "error" not in record else None
+
+
+def cost(job: Job) -> float:
+    """Rough relative training time, to start the longest runs first."""
+    h = job.head or HeadConfig(name="linear", dim=1, layers=0)
+    return job.train.epochs * job.train.clips * (h.dim * max(h.layers, 1) + 1)
+
+
+def run_all(todo: list[tuple[Job, str]], folder: Path, class_names: tuple[str, ...], jobs: int, threads: int,
+            cache: Path) -> list[dict]:
+    """Run the jobs with joblib: loky worker processes, or in this process for one job."""
+    todo = sorted(todo, key=lambda jk: -cost(jk[0]))
+    tasks = (delayed(run_job)(job, key, str(folder), class_names, threads, str(cache)) for job, key in todo)
+    records = []
+    with tqdm(total=len(todo), desc="runs", unit="run", leave=False) as bar:
+        for record in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
+            records.append(record)
+            bar.update()
+    return records
+
+
+def baseline_record(store: Store) -> dict | None:
+    """C-Clip/D-Clips from the backbone's own clip logits, when the store has them for its classes."""
+    if store.backbone_probs is None:
+        return None
+    d = store.data
+    return {"baselines": clip_baselines(store.backbone_probs, d.table, d.test), "seconds": 0.0}
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a non-empty directory but not an ablation output (it has no cache/)."""
+    if out.exists() and any(out.iterdir()) and not (out / "cache").is_dir():
+        raise GcfError(f"{out}: exists and is not a `gcf ablate` output (no cache/); choose another --out")
+
+
+def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, jobs: int, threads: int | None = None,
+                 echo=print) -> tuple[list[dict], list[dict], list[str]]:
+    """Run every grid point x seed (cached) and the clip baselines -> (run rows, baseline rows, errors).
+
+    `jobs` processes train at once with `threads` torch threads each (default: cores // jobs).
+    """
+    runs, clip_jobs = expand(grid, seeds)
+    check_out(out)
+    store = read_store(store_path)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    d, k = store.data.table.features.shape[1], len(store.data.class_names)
+    keys = {j: j.key(store.fingerprint, d, k) for j in runs + clip_jobs}
+    records = {key: (baseline_record(store) if job.head is None else None) or cached(cache / f"{key}.json")
+               for job, key in keys.items()}
+    todo = [(j, key) for j, key in keys.items() if records[key] is None]
+    n_new = len([j for j, _ in todo if j.head is not None])
+    jobs = max(1, min(jobs, len(todo)))
+    threads = threads or max(1, cpu_count() // jobs)
+    echo(f"{len(runs)} runs: {len(runs) - n_new} cached, {n_new} new; clip baselines: "
+         f"{len(clip_jobs) - (len(todo) - n_new)} cached, {len(todo) - n_new} new"
+         + (f"; {jobs} jobs x {threads} torch threads" if todo else ""))
+    errors = []
+    if todo:
+        folder = cache / f"features-{store.fingerprint}"
+        share(store.data, folder)
+        for record in run_all(todo, folder, store.data.class_names, jobs, threads, cache):
+            if "error" in record:
+                errors.append(record["error"])
+            else:
+                records[record["key"]] = record
+        shutil.rmtree(folder)
+    rows = [dict(job.point, seed=job.train.seed, **result_row(records[keys[job]]), key=keys[job])
+            for job in runs if records[keys[job]] is not None]
+    base = [{"seed": job.train.seed, "method": name, **records[keys[job]]["baselines"][name]}
+            for job in clip_jobs if records[keys[job]] is not None for name in BASELINES]
+    return rows, base, errors
+
+
+# ---------------------------------------------------------------------------------------------------- the command
+
+@click.command("ablate")
+@click.argument("store", type=click.Path())
+@click.option("--grid", "grid_text", help="Grid as 'key=v1,v2;key=v1,...', e.g. 'head=gcf,fusion-only;dim=256,512'.")
+@click.option("--grid-file", type=click.Path(), help="Grid as a JSON (or YAML) mapping key -> list of values; "
+              "--grid keys replace its keys.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Train every configuration with seeds 0..N-1.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Parallel training processes [default: the cores].")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per job [default: cores // jobs].")
+@click.option("--out", help="Output directory; rerun with the same one to resume [default: runs/ablate-<store>].")
+@click.option("--yes", is_flag=True, help=f"Train grids of more than {MAX_RUNS} runs.")
+def ablate(store, grid_text, grid_file, seeds, jobs, threads, out, yes):
+    """Train and test every combination of the grid on STORE (cached, in parallel); write results and plots.
+
+    Keys: head, dim, layers, norm, reduction, dropout (the head) and recipe, lr, epochs, lam, clips, ...
+    (any training option of `gcf train-head`).
+    """
+    if grid_text is None and grid_file is None:
+        raise GcfError("no grid; give --grid 'key=v1,v2;...' or --grid-file GRID.json, e.g. --grid 'dim=256,512'")
+    grid = read_grid_file(grid_file) if grid_file else {}
+    grid.update(parse_grid(grid_text or ""))
+    grid = check_grid(grid)
+    runs, _ = expand(grid, seeds)
+    configs = len(runs) // seeds
+    click.echo(f"grid: {' x '.join(f'{len(v)} {k}' for k, v in grid.items())} = {configs} configurations "
+               f"x {seeds} seeds = {len(runs)} runs")
+    if len(runs) > MAX_RUNS and not yes:
+        raise GcfError(f"the grid has {len(runs)} runs (more than {MAX_RUNS}); pass --yes to train them all, "
+                       "or shrink the grid or --seeds")
+    out_dir = Path(out) if out else Path("runs") / f"ablate-{Path(store.rstrip('/')).stem}"
+    t0 = time.perf_counter()
+    rows, base, errors = ablate_store(store, grid, seeds, out_dir, jobs or cpu_count(), threads, click.echo)
+    for line in write_reports(out_dir, list(grid), rows, base, store):
+        click.echo(line)
+    click.echo(f"{len(rows)} runs in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")
+    if errors:
+        raise GcfError(f"{len(errors)} of {len(runs) + seeds} runs failed (first: {errors[0]}); "
+                       f"the others are in {out_dir}; rerun the same command to retry the failed ones")

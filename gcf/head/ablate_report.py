@@ -1,0 +1,161 @@
+"""What `gcf ablate` writes: results.csv, baselines.csv, summary.md (mean ± std over seeds) and the paper's plots.
+
+Plots follow the paper: Fig. 3 (accuracy vs D, vs fusion layers), Table 2 (modules next to C-Clip and D-Clips)
+and accuracy vs clips. Where the grid holds more values than a plot's axis, each point is the configuration
+with the best mean validation top-1 (selection never looks at the test split); the plotted value is its test
+top-1, mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("top1", "top5", "mean_class", "val_top1", "val_top5", "val_mean_class", "val_loss", "params", "mflops",
+           "best_epoch", "epochs_run", "seconds", "stopped")
+AVERAGED = ("top1", "top5", "mean_class", "val_top1", "val_loss", "seconds")
+BASELINES = ("C-Clip", "D-Clips")
+AXES = (("dim", "fig3a_dim.png", "head width D"), ("layers", "fig3b_layers.png", "fusion layers n"),
+        ("clips", "clips.png", "clips per video C"))
+
+
+def result_row(record: dict) -> dict:
+    """A cached run record as the results.csv columns after the grid values and the seed."""
+    m, v = record["metrics"], record["val"]
+    return {"top1": m["top1"], "top5": m["top5"], "mean_class": m["mean_class"], "val_top1": v["top1"],
+            "val_top5": v["top5"], "val_mean_class": v["mean_class"], "val_loss": v["loss"],
+            "params": record["params"], "mflops": record["mflops"], "best_epoch": record["best_epoch"],
+            "epochs_run": record["epochs_run"], "seconds": record["seconds"], "stopped": record["stopped"] or ""}
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
+    """One entry per configuration: its grid values, seeds, means and sample stds over seeds; best test top-1 first."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    out = []
+    for point, rs in groups.items():
+        g = dict(zip(keys, point), seeds=len(rs), params=rs[0]["params"], mflops=rs[0]["mflops"])
+        for m in AVERAGED:
+            a = np.array([r[m] for r in rs], dtype=float)
+            g[m], g[f"{m}_std"] = a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0
+        out.append(g)
+    return sorted(out, key=lambda g: (-g["top1"], -g["val_top1"]))
+
+
+def baseline_stats(base: list[dict]) -> dict[str, dict]:
+    """C-Clip and D-Clips: mean and sample std over seeds of each accuracy."""
+    out = {}
+    for name in BASELINES:
+        rs = [r for r in base if r["method"] == name]
+        if rs:
+            out[name] = {"seeds": len(rs)}
+            for m in ("top1", "top5", "mean_class"):
+                a = np.array([r[m] for r in rs])
+                out[name][m], out[name][f"{m}_std"] = a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0
+    return out
+
+
+def pick(groups: list[dict], **fixed) -> dict | None:
+    """The configuration matching `fixed` with the best mean validation top-1 (then lowest validation loss)."""
+    match = [g for g in groups if all(g[k] == v for k, v in fixed.items())]
+    return max(match, key=lambda g: (g["val_top1"], -g["val_loss"]), default=None)
+
+
+def pm(g: dict, m: str) -> str:
+    """'71.20 ± 0.43' in percent; no ± for one seed."""
+    return f"{100 * g[m]:.2f}" + (f" ± {100 * g[f'{m}_std']:.2f}" if g.get("seeds", 1) > 1 else "")
+
+
+def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict], store: str) -> list[str]:
+    """Write results.csv, baselines.csv, summary.md and the plots into `out`; return lines to print."""
+    write_csv(out / "results.csv", rows, [*keys, "seed", *COLUMNS, "key"])
+    write_csv(out / "baselines.csv", base, ["seed", "method", "top1", "top5", "mean_class"])
+    groups, baselines = summarize(rows, keys), baseline_stats(base)
+    drawn, skipped = plot_all(out, keys, groups, baselines)
+    fixed = [k for k in keys if len({g[k] for g in groups}) == 1]
+    common = [f"Same in every configuration: {', '.join(f'{k}={groups[0][k]}' for k in fixed)}.", ""] if fixed else []
+    keys = [k for k in keys if k not in fixed]
+    head = [*keys, "seeds", "top-1 %", "top-5 %", "mean class %", "val top-1 %", "params", "MFLOPs", "s/run"]
+    lines = [f"# gcf ablate: {store}", "",
+             f"{len(groups)} configurations, {len(rows)} runs. Test-split accuracy, mean ± sample std over seeds, "
+             "sorted by test top-1. The plots pick configurations by validation top-1.", "", *common,
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        cells = [*(str(g[k]) for k in keys), str(g["seeds"]), pm(g, "top1"), pm(g, "top5"), pm(g, "mean_class"),
+                 pm(g, "val_top1"), f"{g['params']:,}", f"{g['mflops']:.2f}", f"{g['seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Baselines (linear clip classifier, or the backbone's own clip logits)", "",
+              "| method | seeds | top-1 % | top-5 % | mean class % |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {b['seeds']} | {pm(b, 'top1')} | {pm(b, 'top5')} | {pm(b, 'mean_class')} |"
+              for n, b in baselines.items()]
+    lines += ["", "## Plots", ""] + [f"- {p}" for p in drawn] + [f"- not drawn: {s}" for s in skipped]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    said = []
+    if groups:
+        best = pick(groups)
+        said.append(f"best on validation: {', '.join(f'{k}={best[k]}' for k in keys) or 'the one configuration'}: "
+                    f"test top-1 {pm(best, 'top1')}%")
+    said += [f"{n}: test top-1 {pm(b, 'top1')}%" for n, b in baselines.items()]
+    said += [f"not drawn: {s}" for s in skipped]
+    return said
+
+
+def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict) -> tuple[list[str], list[str]]:
+    """Draw the plots the grid supports -> (file names drawn, 'file (reason)' skipped)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn, skipped = [], []
+    if not groups:
+        return drawn, ["every plot (no finished runs)"]
+    heads = list(dict.fromkeys(g["head"] for g in groups)) if "head" in keys else [None]
+    for key, name, label in AXES:
+        xs = sorted({g[key] for g in groups}) if key in keys else []
+        if len(xs) < 2:
+            skipped.append(f"{name} (the grid has {'one value' if xs else 'no values'} of {key})")
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.8))
+        for h in heads:
+            fixed = {} if h is None else {"head": h}
+            points = [(x, p) for x in xs if (p := pick(groups, **fixed, **{key: x})) is not None]  # failed: none
+            ax.errorbar([x for x, _ in points], [100 * p["top1"] for _, p in points],
+                        yerr=[100 * p["top1_std"] for _, p in points], marker="o", capsize=3, label=h or "head")
+        for i, (n, b) in enumerate(baselines.items()):
+            ax.axhline(100 * b["top1"], ls="--", color=f"C{len(heads) + i}", label=n)
+        if key == "dim":
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel(label)
+        ax.set_ylabel("test top-1 (%)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        drawn.append(name)
+    bars = [(n, b["top1"], b["top1_std"]) for n, b in baselines.items()]
+    for h in heads:
+        p = pick(groups, **({} if h is None else {"head": h}))
+        bars.append((h or "gcf", p["top1"], p["top1_std"]))
+    fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2, 3.8))
+    ax.bar(range(len(bars)), [100 * b[1] for b in bars], yerr=[100 * b[2] for b in bars], capsize=3,
+           color=[f"C{i}" for i in range(len(bars))])
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20)
+    ax.set_ylabel("test top-1 (%)")
+    lo = min(100 * b[1] for b in bars)
+    ax.set_ylim(max(0.0, lo - 10), 100)
+    fig.tight_layout()
+    fig.savefig(out / "table2_modules.png", dpi=100)
+    plt.close(fig)
+    drawn.append("table2_modules.png")
+    return drawn, skipped

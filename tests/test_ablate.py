@@ -1,0 +1,238 @@
+"""`gcf ablate` on a real synthetic store on disk: outputs, cache reuse, resuming after a kill, bad grids."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, run_gcf
+
+from gcf.cli import main
+from gcf.errors import GcfError
+from gcf.head.ablate import GRID_KEYS, ablate_store, check_grid, expand, parse_grid, read_grid_file, run_job
+from gcf.head.ablate_report import write_reports
+from gcf.head.synthetic import SynthConfig, synthesize, write_store
+
+TINY = SynthConfig(classes=3, train_per_class=12, test_per_class=4, dim=16, min_clips=4, max_clips=8,
+                   min_relevant=2, max_relevant=2, signal=4.0)
+GRID = "head=gcf,fusion-only;dim=8,16;epochs=3"   # options `gcf train-head` has too
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ablate") / "tiny.zarr"
+    write_store(str(path), synthesize(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first(store, tmp_path_factory):
+    """One ablation of 4 configurations x 2 seeds on two processes."""
+    out = tmp_path_factory.mktemp("ablate") / "out"
+    proc = run_gcf("ablate", store, "--grid", GRID, "--seeds", "2", "--jobs", "2", "--out", out)
+    return out, proc
+
+
+def gcf_in_process(*args):
+    """The real CLI in this process (no interpreter start-up): -> (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_small_grid_writes_every_output(first):
+    out, proc = first
+    assert "4 configurations x 2 seeds = 8 runs" in proc.stdout
+    assert "8 runs: 0 cached, 8 new; clip baselines: 0 cached, 2 new; 2 jobs" in proc.stdout
+    results = rows(out / "results.csv")
+    assert len(results) == 8
+    assert {(r["head"], r["dim"], r["seed"]) for r in results} == {
+        (h, d, s) for h in ("gcf", "fusion-only") for d in ("8", "16") for s in ("0", "1")}
+    for r in results:
+        assert 0 <= float(r["top1"]) <= float(r["top5"]) <= 1 and 0 <= float(r["val_top1"]) <= 1
+        assert int(r["params"]) > 0 and float(r["mflops"]) > 0 and r["epochs"] == "3"
+    base = rows(out / "baselines.csv")
+    assert sorted((b["method"], b["seed"]) for b in base) == [("C-Clip", "0"), ("C-Clip", "1"),
+                                                             ("D-Clips", "0"), ("D-Clips", "1")]
+    summary = (out / "summary.md").read_text()
+    table = [line for line in summary.splitlines() if line.startswith(("| gcf", "| fusion-only"))]
+    assert len(table) == 4 and all(" ± " in line for line in table)
+    means = [float(line.split("|")[4].split("±")[0]) for line in table]
+    assert means == sorted(means, reverse=True)                        # sorted by mean test top-1
+    assert "Same in every configuration: epochs=3." in summary
+    assert "| C-Clip | 2 |" in summary and "| D-Clips | 2 |" in summary
+    for png in ("fig3a_dim.png", "table2_modules.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "fig3b_layers.png").exists() and "not drawn: fig3b_layers.png" in summary
+    assert len(list((out / "cache").glob("*.json"))) == 10              # 8 runs + 2 clip baselines
+    assert not list((out / "cache").glob("features-*"))                 # the shared arrays are removed
+
+
+def test_rerun_trains_nothing(first, store):
+    out, _ = first
+    before = {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")}
+    old = rows(out / "results.csv")
+    code, stdout, _ = gcf_in_process("ablate", store, "--grid", GRID, "--seeds", "2", "--out", out)
+    assert code == 0 and "8 runs: 8 cached, 0 new; clip baselines: 2 cached, 0 new" in stdout
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.json")} == before
+    assert rows(out / "results.csv") == old
+
+
+def test_one_code_path_with_train_head(first, store, tmp_path):
+    """A grid run equals `gcf train-head` with the same settings and seed (same torch threads)."""
+    out, _ = first
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "gcf", "train-head", str(store), "--head", "fusion-only", "--dim", "16",
+                    "--epochs", "3", "--seed", "1", "--out", str(tmp_path / "run")],
+                   env=env, check=True, capture_output=True)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    row = next(r for r in rows(out / "results.csv") if (r["head"], r["dim"], r["seed"]) == ("fusion-only", "16", "1"))
+    for m in ("top1", "top5", "mean_class"):
+        assert float(row[m]) == pytest.approx(metrics[m], abs=1e-6)
+
+
+def test_extended_grid_trains_only_the_new_points(store, tmp_path):
+    said = []
+    ablate_store(str(store), check_grid({"dim": [8], "epochs": [2]}), 1, tmp_path, jobs=1, threads=1,
+                 echo=said.append)
+    runs, _, errors = ablate_store(str(store), check_grid({"dim": [8, 16], "epochs": [2]}), 1, tmp_path, jobs=1,
+                                   threads=1, echo=said.append)
+    assert said[1].startswith("2 runs: 1 cached, 1 new; clip baselines: 1 cached, 0 new")
+    assert len(runs) == 2 and not errors
+    (tmp_path / "cache" / f"{runs[0]['key']}.json").write_text('{"metrics": ')    # a torn or corrupt record
+    again, _, _ = ablate_store(str(store), check_grid({"dim": [8, 16], "epochs": [2]}), 1, tmp_path, jobs=1,
+                               threads=1, echo=said.append)
+    assert said[2].startswith("2 runs: 1 cached, 1 new")
+    assert [dict(r, seconds=0) for r in again] == [dict(r, seconds=0) for r in runs]   # retrained: same numbers
+
+
+def test_a_failing_run_is_reported_not_cached(tmp_path):
+    (tmp_path / "cache").mkdir()
+    runs, _ = expand(check_grid({"dim": [8]}), seeds=1)
+    record = run_job(runs[0], "k", str(tmp_path / "gone"), ("a", "b"), 1, str(tmp_path / "cache"))
+    assert record["key"] == "k" and record["error"].startswith("FileNotFoundError")
+    assert not list((tmp_path / "cache").iterdir())
+
+
+def test_killed_run_resumes_with_the_rest(store, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "out" / "cache"
+    args = [sys.executable, "-m", "gcf", "ablate", str(store), "--grid", "dim=4,8,12,16;epochs=10",
+            "--seeds", "1", "--jobs", "1", "--threads", "1", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(cache.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)                             # like a crash or a lost machine
+        proc.wait()
+    done = len(list(cache.glob("*.json")))
+    assert 1 <= done < 5 and not (out / "results.csv").exists()
+    code, stdout, _ = gcf_in_process("ablate", store, "--grid", "dim=4,8,12,16;epochs=10", "--seeds", "1",
+                                     "--threads", "1", "--out", out)
+    assert code == 0
+    assert len(rows(out / "results.csv")) == 4 and len(list(cache.glob("*.json"))) == 5
+    cached = int(stdout.split("4 runs: ")[1].split(" cached")[0])
+    base_cached = int(stdout.split("clip baselines: ")[1].split(" cached")[0])
+    assert cached + base_cached == done
+
+
+def test_grid_parsing_and_files(tmp_path):
+    grid = check_grid(parse_grid(" head=gcf,attention-only ; dim=256,512,256; lam=0,1e-4; standardize=false;"))
+    assert grid == {"head": ["gcf", "attention-only"], "dim": [256, 512], "lam": [0.0, 1e-4], "standardize": [False]}
+    runs, clip = expand(grid, seeds=3)
+    assert len(runs) == 2 * 2 * 2 * 3 and len(clip) == 3
+    assert {r.train.seed for r in runs} == {0, 1, 2} and all(not r.train.standardize for r in runs + clip)
+    assert {(r.head.name, r.head.dim, r.train.lam) for r in runs} == {
+        (h, d, lam) for h in ("gcf", "attention-only") for d in (256, 512) for lam in (0.0, 1e-4)}
+    (tmp_path / "g.json").write_text(json.dumps({"layers": [1, 2], "recipe": "paper", "lr": [0.1, 1]}))
+    runs, _ = expand(check_grid(read_grid_file(tmp_path / "g.json")), seeds=1)
+    assert {(r.head.layers, r.train.optimizer, r.train.lr) for r in runs} == {
+        (n, "sgd", lr) for n in (1, 2) for lr in (0.1, 1.0)}
+    yaml = pytest.importorskip("yaml")
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"dim": [64, 128], "norm": ["count"]}))
+    assert check_grid(read_grid_file(tmp_path / "g.yaml")) == {"dim": [64, 128], "norm": ["count"]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dims=256", "unknown grid key 'dims'; valid keys: head, dim, layers"),
+    ("dim=abc", "grid key 'dim': 'abc' is not an integer"),
+    ("lam=small", "grid key 'lam': 'small' is not a number"),
+    ("standardize=maybe", "is not a boolean"),
+    ("dim=0", "dim must be >= 1, got 0"),
+    ("head=nope", "unknown head 'nope'; choose one of"),
+    ("recipe=fast", "unknown recipe 'fast'"),
+    ("lr=-1", "lr must be a positive number"),
+    ("dim=", "grid key 'dim' has no values"),
+    ("dim", "is not key=value"),
+    ("dim=1;dim=2", "given twice"),
+    (" ; ", "the grid is empty"),
+])
+def test_bad_grid_values(text, message):
+    with pytest.raises(GcfError, match=message.replace("(", r"\(")):
+        expand(check_grid(parse_grid(text)), seeds=1)
+
+
+def test_bad_grid_files(tmp_path, monkeypatch):
+    (tmp_path / "g.json").write_text('{"dim": [256, 512.5]}')
+    with pytest.raises(GcfError, match="512.5 is not an integer"):
+        check_grid(read_grid_file(tmp_path / "g.json"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(GcfError, match="must be a mapping"):
+        read_grid_file(tmp_path / "list.json")
+    (tmp_path / "g.toml").write_text("")
+    with pytest.raises(GcfError, match="must end in .json, .yaml or .yml"):
+        read_grid_file(tmp_path / "g.toml")
+    (tmp_path / "g.yaml").write_text("dim: [256]\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)                      # as if pyyaml were not installed
+    with pytest.raises(GcfError, match=r"need pyyaml \(pip install 'gcf\[yaml\]'\); or write the grid as JSON"):
+        read_grid_file(tmp_path / "g.yaml")
+    assert "standardize" in GRID_KEYS and "seed" not in GRID_KEYS and "in_dim" not in GRID_KEYS
+
+
+def test_cli_refuses_bad_and_too_large_grids_before_training(store, tmp_path):
+    out = tmp_path / "out"
+    proc = run_gcf("ablate", store, "--grid", "dimm=256", "--out", out, check=False)
+    assert proc.returncode == 2 and "unknown grid key 'dimm'; valid keys:" in proc.stderr
+    big = "dim=" + ",".join(map(str, range(1, 41))) + ";layers=1,2"
+    code, stdout, stderr = gcf_in_process("ablate", store, "--grid", big, "--seeds", "3", "--out", out)
+    assert "80 configurations x 3 seeds = 240 runs" in stdout
+    assert code == 2 and "240 runs (more than 200); pass --yes" in stderr
+    code, _, stderr = gcf_in_process("ablate", store, "--out", out)
+    assert code == 2 and "no grid" in stderr
+    assert not out.exists()                                             # nothing trained, nothing written
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--out", tmp_path / "run")
+    assert code == 2 and "is not a `gcf ablate` output" in stderr
+
+
+def test_reports_with_a_missing_point_and_one_seed(tmp_path):
+    """Plots draw what finished (a failed point is left out); one seed prints no ±; mean ± std by hand."""
+    def result(head, dim, seed, top1, val):
+        return {"head": head, "dim": dim, "seed": seed, "top1": top1, "top5": 1.0, "mean_class": top1,
+                "val_top1": val, "val_top5": 1.0, "val_mean_class": val, "val_loss": 1.0 - val, "params": 10,
+                "mflops": 0.5, "best_epoch": 3, "epochs_run": 3, "seconds": 1.0, "stopped": "", "key": "k"}
+    results = [result("gcf", 8, 0, 0.5, 0.4), result("gcf", 8, 1, 0.7, 0.6), result("gcf", 16, 0, 0.9, 0.1),
+               result("gcf", 16, 1, 0.9, 0.1), result("fusion-only", 8, 0, 0.2, 0.9),
+               result("fusion-only", 8, 1, 0.4, 0.9)]
+    base = [{"seed": 0, "method": "C-Clip", "top1": 0.1, "top5": 0.5, "mean_class": 0.1},
+            {"seed": 0, "method": "D-Clips", "top1": 0.3, "top5": 0.6, "mean_class": 0.3}]
+    said = write_reports(tmp_path, ["head", "dim"], results, base, "store.zarr")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| gcf | 16 | 2 | 90.00 ± 0.00 |" in summary and "| gcf | 8 | 2 | 60.00 ± 14.14 |" in summary
+    assert "| C-Clip | 1 | 10.00 | 50.00 | 10.00 |" in summary
+    assert said[0] == "best on validation: head=fusion-only, dim=8: test top-1 30.00 ± 14.14%"
+    assert (tmp_path / "fig3a_dim.png").exists() and (tmp_path / "table2_modules.png").exists()
+    assert len(rows(tmp_path / "results.csv")) == 6

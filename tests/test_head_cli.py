@@ -1,0 +1,104 @@
+"""`gcf train-head`, `gcf eval` and `gcf head info` run as a user would, on real stores on disk."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import run_gcf
+
+from gcf.head.synthetic import SynthConfig, Synthetic, synthesize, write_store
+
+SMALL = SynthConfig(classes=4, train_per_class=60, test_per_class=25, dim=32, min_clips=6, max_clips=12,
+                    min_relevant=2, max_relevant=3, signal=4.0)
+TRAIN = ("--dim", "32", "--epochs", "10", "--lr", "1e-2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny heads on a shared test machine: one torch thread per gcf process."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stores") / "toy.zarr"
+    write_store(str(path), synthesize(SMALL))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    proc = run_gcf("train-head", store, "--out", out, *TRAIN)
+    assert "params" in proc.stdout and "MFLOPs" in proc.stdout and "test (100 videos): top-1" in proc.stdout
+    return out
+
+
+def test_train_head_writes_a_complete_run(run, store):
+    for name in ("config.json", "head.safetensors", "clip_classifier.safetensors", "history.csv", "metrics.json",
+                 "curves.png"):
+        assert (run / name).stat().st_size > 0, name
+    config = json.loads((run / "config.json").read_text())
+    assert config["store"] == str(store.resolve()) and config["backbone"] == "synthetic"
+    assert config["feature_dim"] == 32 and len(config["class_names"]) == 4
+    assert len(config["standardizer"]["mean"]) == 32 and config["head"]["dim"] == 32
+    assert config["notes"] == ["val: 10% of train, stratified, seed 1"]
+    assert len((run / "history.csv").read_text().splitlines()) == 11
+    assert json.loads((run / "metrics.json").read_text())["top1"] > 0.5
+
+
+def test_eval_prints_the_table_1_comparison(run):
+    table = json.loads(run_gcf("eval", run, "--json").stdout)
+    assert set(table) == {"C-Clip", "D-Clips", "gcf"}
+    assert set(table["gcf"]) == {"top1", "top5", "mean_class"}
+    assert table["gcf"]["top1"] > table["D-Clips"]["top1"]
+    assert table["gcf"] == {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k in table["gcf"]}
+    assert (run / "confusion.png").stat().st_size > 0
+    assert json.loads((run / "eval.json").read_text())["gcf"] == table["gcf"]
+
+
+def test_eval_refuses_a_store_made_differently(run, store, tmp_path):
+    synth = synthesize(SMALL)
+    renamed = Synthetic(synth.table, tuple(f"other{c}" for c in range(4)), synth.relevant)
+    write_store(str(tmp_path / "classes.zarr"), renamed)
+    proc = run_gcf("eval", run, "--store", tmp_path / "classes.zarr", check=False)
+    assert proc.returncode == 2 and "class_names" in proc.stderr and "differs from the run's" in proc.stderr
+    write_store(str(tmp_path / "backbone.zarr"), synth, backbone="r3d18")
+    proc = run_gcf("eval", run, "--store", tmp_path / "backbone.zarr", check=False)
+    assert proc.returncode == 2 and "backbone 'r3d18' differs from the run's 'synthetic'" in proc.stderr
+
+
+def test_train_head_default_out_and_existing_run(store, run, tmp_path):
+    run_gcf("train-head", store, "--dim", "8", "--epochs", "1", cwd=tmp_path)
+    assert (tmp_path / "runs" / "toy-gcf" / "config.json").is_file()
+    proc = run_gcf("train-head", store, "--out", run, check=False)
+    assert proc.returncode == 2 and "pass --overwrite" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_bad_hyper_parameters_and_nan_loss(store, tmp_path):
+    proc = run_gcf("train-head", store, "--lr", "-1", check=False)
+    assert proc.returncode == 2 and "invalid hyper-parameter: lr must be a positive number" in proc.stderr
+    proc = run_gcf("train-head", store, "--out", tmp_path / "nan", "--dim", "8", "--lr", "1e30", check=False)
+    assert proc.returncode == 2 and "kept the last good checkpoint" in proc.stderr
+    assert (tmp_path / "nan" / "head.safetensors").is_file()
+
+
+def test_one_class_and_empty_split_are_refused(tmp_path):
+    synth = synthesize(SMALL)
+    t = synth.table
+    one = replace(t, labels=np.zeros_like(t.labels))
+    write_store(str(tmp_path / "one.zarr"), Synthetic(one, synth.class_names, synth.relevant))
+    proc = run_gcf("train-head", tmp_path / "one.zarr", "--out", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and "one class only ('class00')" in proc.stderr
+    only_test = replace(t, splits=["test"] * len(t.splits))
+    write_store(str(tmp_path / "test.zarr"), Synthetic(only_test, synth.class_names, synth.relevant))
+    proc = run_gcf("train-head", tmp_path / "test.zarr", "--out", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and "the train split is empty" in proc.stderr
+
+
+def test_head_info_reports_table_3_complexity():
+    out = run_gcf("head", "info", "--in-dim", "2048", "--dim", "128", "--clips", "10", "--classes", "600").stdout
+    assert "0.881M params, 16.26 MFLOPs (8.13M MACs)" in out
