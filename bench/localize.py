@@ -73,7 +73,7 @@ def video_data(seed: int, workdir: Path):
         make_dataset(videos, classes=5, per_class=20, seed=seed)
         extract(ExtractConfig(inputs=(str(videos),), backbone="resnet18", weights="random", output=str(store),
                               options=(("width", 0.5),), size=64, workers=1, progress=False))
-    data, _, _ = load_store(str(store), seed)
+    data, _, _ = load_store(str(store))
     reader, truth = open_store(store), read_segments(videos / "segments.csv")
     times, durations, relevant = [], [], []
     for vid in data.table.video_ids:

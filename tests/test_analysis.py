@@ -298,21 +298,28 @@ def test_store_weights_are_checked(work, tmp_path):
     backbone = store_backbone(meta)
     ckpt = tmp_path / "tiny.pth"
     torch.save({"state_dict": backbone.state_dict()}, ckpt)         # a plain checkpoint of the same weights
-    sha = weights_identity(ckpt)
-    by_ckpt = dataclasses.replace(meta, weights=sha, extra={k: v for k, v in meta.extra.items() if k != "weights_seed"})
-    with pytest.raises(GcfError, match="did not record its path; give it with --weights"):
-        store_backbone(by_ckpt)
+    by_ckpt = dataclasses.replace(meta, weights=weights_identity(ckpt),
+                                  extra={k: v for k, v in meta.extra.items() if k != "weights_seed"})
+    empty = tmp_path / "no-weights"
+    with pytest.raises(GcfError, match="neither a path it recorded nor the published .*r3d18_K_200ep.pth; give it"):
+        store_backbone(by_ckpt, weights_dir=empty)
     with pytest.raises(GcfError, match="not random weights"):
         store_backbone(by_ckpt, "random")
-    rebuilt = store_backbone(by_ckpt, str(ckpt))
     x = torch.randn(1, 3, 16, 64, 64)
-    assert torch.equal(rebuilt.descriptor(x), backbone.descriptor(x))
+    reference = backbone.descriptor(x)
+    assert torch.equal(store_backbone(by_ckpt, str(ckpt)).descriptor(x), reference)
+    published = tmp_path / "published"                              # the file `gcf extract` defaults to
+    published.mkdir()
+    shutil.copy(ckpt, published / "r3d18_K_200ep.pth")
+    assert torch.equal(store_backbone(by_ckpt, weights_dir=published).descriptor(x), reference)
     recorded = dataclasses.replace(by_ckpt, extra={**by_ckpt.extra, "weights_path": str(ckpt)})
-    assert torch.equal(store_backbone(recorded).descriptor(x), backbone.descriptor(x))
+    assert torch.equal(store_backbone(recorded, weights_dir=empty).descriptor(x), reference)
     torch.save({"state_dict": {k: v + 1 if v.is_floating_point() else v for k, v in backbone.state_dict().items()}},
                ckpt)
     with pytest.raises(GcfError, match="changed since the store was extracted"):
-        store_backbone(recorded)
+        store_backbone(recorded, weights_dir=empty)
+    with pytest.raises(GcfError, match="is not the checkpoint the store was extracted with"):
+        store_backbone(by_ckpt, str(ckpt))
     no_seed = dataclasses.replace(meta, extra={k: v for k, v in meta.extra.items() if k != "weights_seed"})
     with pytest.raises(GcfError, match="did not record their seed"):
         store_backbone(no_seed)

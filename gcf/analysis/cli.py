@@ -21,7 +21,7 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: float) -> floa
     return value
 
 
-def _backbone(model, weights: str | None, device: str):
+def _backbone(model, weights: str | None, weights_dir: str, device: str):
     """The store's backbone, built once; says plainly when its weights are random."""
     from gcf.analysis.predict import store_backbone
     from gcf.extract.cli import _check_device
@@ -34,7 +34,7 @@ def _backbone(model, weights: str | None, device: str):
         click.echo(f"warning: {meta.backbone} with RANDOM weights (seed {meta.extra.get('weights_seed')}), as "
                    f"{model.store} was extracted: the classes come from the head trained on those features only",
                    err=True)
-    return store_backbone(meta, weights, device)
+    return store_backbone(meta, weights, device, weights_dir)
 
 
 def _seconds(intervals) -> str:
@@ -45,8 +45,12 @@ run_option = click.option("--run", "run_dir", required=True, type=click.Path(),
                           help="Run directory written by `gcf train-head`.")
 store_option = click.option("--store", help="The run's feature store [default: the path recorded in the run].")
 weights_option = click.option("--weights", metavar="PATH|random",
-                              help="Backbone weights [default: what the store recorded: its seeded random weights, "
-                                   "or its checkpoint if the path was recorded and the file is unchanged].")
+                              help="Backbone weights [default: the store's: its seeded random weights, or the "
+                                   "checkpoint it recorded or the published file in --weights-dir, if its sha256 "
+                                   "is the store's].")
+weights_dir_option = click.option("--weights-dir", envvar="GCF_WEIGHTS", default="~/.cache/gcf/weights",
+                                  show_default=True, help="Folder of published checkpoints (env GCF_WEIGHTS), as for "
+                                  "`gcf extract`.")
 threshold_option = click.option("--threshold", default=0.5, show_default=True, type=float, callback=_threshold,
                                 help="A clip whose score (--by) is above this is part of the action.")
 by_option = click.option("--by", default="evidence", show_default=True, type=click.Choice(["evidence", "att"]),
@@ -60,13 +64,14 @@ device_option = click.option("--device", default="cpu", show_default=True, help=
 @run_option
 @store_option
 @weights_option
+@weights_dir_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Classes to print.")
 @threshold_option
 @by_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video per line.")
 @click.option("--plot-dir", type=click.Path(file_okay=False), help="Write an attention timeline PNG per video here.")
 @device_option
-def predict(videos, run_dir, store, weights, top_k, threshold, by, as_json, plot_dir, device):
+def predict(videos, run_dir, store, weights, weights_dir, top_k, threshold, by, as_json, plot_dir, device):
     """Classify VIDEOS with a trained run: top-k classes, per-clip attention and evidence, action intervals."""
     from gcf.analysis.predict import open_model, plot_timeline, predict_features, video_clips
 
@@ -74,7 +79,7 @@ def predict(videos, run_dir, store, weights, top_k, threshold, by, as_json, plot
     model.check_score(by)
     if not model.gated:
         click.echo(f"note: head {model.head.head_cfg.name!r} has no clip gate: attention is null", err=True)
-    backbone = _backbone(model, weights, device)
+    backbone = _backbone(model, weights, weights_dir, device)
     names = model.class_names
     if plot_dir:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
@@ -159,6 +164,7 @@ def _read_segments(path: str):
 @run_option
 @store_option
 @weights_option
+@weights_dir_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
 @threshold_option
 @by_option
@@ -167,7 +173,7 @@ def _read_segments(path: str):
 @click.option("--size", default=224, show_default=True, type=click.IntRange(16), help="Frame side of the outputs.")
 @click.option("--format", "fmt", default="mp4", show_default=True, type=click.Choice(["mp4", "gif"]))
 @device_option
-def explain(video, run_dir, store, weights, out_dir, threshold, by, max_clips, size, fmt, device):
+def explain(video, run_dir, store, weights, weights_dir, out_dir, threshold, by, max_clips, size, fmt, device):
     """3D Grad-CAM (paper eqs. 13-14) of the predicted class on the clips of VIDEO whose score passes the threshold."""
     from gcf.analysis.gradcam import caption, contact_sheet, explain_video, overlay, write_gif
     from gcf.analysis.predict import open_model, predict_features, video_clips
@@ -176,7 +182,7 @@ def explain(video, run_dir, store, weights, out_dir, threshold, by, max_clips, s
 
     model = open_model(run_dir, store)
     model.check_score(by)
-    backbone = _backbone(model, weights, device)
+    backbone = _backbone(model, weights, weights_dir, device)
     clips = video_clips(backbone, model.meta, video)
     pred = predict_features(model.head, video, clips.features, clips.times, clips.duration, threshold, by)
     exp, shown = explain_video(model, backbone, video, pred, clips.features, threshold, max_clips, size)

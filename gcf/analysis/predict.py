@@ -89,23 +89,21 @@ def open_model(run: str | Path, store: str | Path | None = None) -> Model:
     return Model(loaded, meta, store)
 
 
-def store_backbone(meta: StoreMeta, weights: str | None = None, device: str = "cpu") -> torch.nn.Module:
-    """The backbone that made the store's features: `weights` (a checkpoint file or "random") must be the same
-    weights the store recorded; None takes them from the store (its seeded random weights, or its checkpoint path
-    when the store recorded one and the file's sha256 still matches)."""
+WEIGHTS_DIR = "~/.cache/gcf/weights"   # where `gcf extract` looks for published checkpoints (env GCF_WEIGHTS)
+
+
+def store_backbone(meta: StoreMeta, weights: str | None = None, device: str = "cpu",
+                   weights_dir: str = WEIGHTS_DIR) -> torch.nn.Module:
+    """The backbone that made the store's features, with the same weights: `weights` (a checkpoint file or
+    "random") must be what the store recorded; None takes them from the store: its seeded random weights, or the
+    checkpoint it recorded (extra["weights_path"]) or the published file in `weights_dir`, whichever has the
+    store's sha256."""
     from gcf.extract import build_backbone
     from gcf.extract.backbones import weights_identity
 
     extra = meta.extra
-    recorded_path = extra.get("weights_path")
     if weights is None:
-        if meta.weights == "random":
-            weights = "random"
-        elif recorded_path:
-            weights = recorded_path
-        else:
-            raise GcfError(f"the store was made with the checkpoint of sha256 {meta.weights[:12]}... but did not "
-                           "record its path; give it with --weights PATH")
+        weights = "random" if meta.weights == "random" else _store_checkpoint(meta, weights_dir)
     if weights == "random":
         if meta.weights != "random":
             raise GcfError(f"--weights random: the store's features come from a checkpoint (sha256 "
@@ -113,27 +111,42 @@ def store_backbone(meta: StoreMeta, weights: str | None = None, device: str = "c
         if "weights_seed" not in extra:
             raise GcfError("the store was made with random weights but did not record their seed; re-extract it "
                            "with this gcf, or give --weights PATH")
-        seed = int(extra["weights_seed"])
-    else:
-        if not Path(weights).is_file():
-            raise GcfError(f"{weights}: no such checkpoint file; give --weights with the checkpoint the store was "
-                           "extracted with")
-        if weights_identity(weights) != meta.weights:
-            what = "changed since the store was extracted" if weights == recorded_path else "is not the checkpoint"
-            raise GcfError(f"{weights}: {what} (its sha256 differs from the store's {meta.weights[:12]}...); "
-                           "give the checkpoint the store was extracted with via --weights")
-        seed = 0
-    options = dict(extra.get("backbone_options") or {})
+    elif not Path(weights).is_file():
+        raise GcfError(f"{weights}: no such checkpoint file; give --weights with the checkpoint the store was "
+                       "extracted with")
+    elif weights_identity(weights) != meta.weights:
+        raise GcfError(f"{weights}: is not the checkpoint the store was extracted with (its sha256 differs from "
+                       f"the store's {meta.weights[:12]}...); give that checkpoint with --weights")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*RANDOM weights")   # the CLI says it once, plainly
         model = build_backbone(meta.backbone, weights, num_classes=extra.get("num_classes"), norm=extra.get("norm"),
-                               seed=seed, **options)
+                               seed=int(extra.get("weights_seed") or 0), **dict(extra.get("backbone_options") or {}))
     if not (np.allclose(model.spec.norm.mean, meta.mean) and np.allclose(model.spec.norm.std, meta.std)):
         raise GcfError(f"backbone {meta.backbone}: its input normalisation {model.spec.norm.name} differs from the "
                        "store's mean/std; re-extract the store with this gcf")
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(device).eval()
+
+
+def _store_checkpoint(meta: StoreMeta, weights_dir: str) -> str:
+    """The checkpoint file a store was extracted with: its recorded path or the published file, by sha256."""
+    from gcf.extract.backbones import weights_identity
+    from gcf.extract.backbones.registry import REGISTRY
+
+    recorded = meta.extra.get("weights_path")
+    entry = REGISTRY.get(meta.backbone)
+    published = Path(weights_dir).expanduser() / entry.checkpoint if entry and entry.checkpoint else None
+    for path in (recorded, published):
+        if path and Path(path).is_file() and weights_identity(path) == meta.weights:
+            return str(path)
+    sha = meta.weights[:12]
+    if recorded and Path(recorded).is_file():
+        raise GcfError(f"{recorded}: changed since the store was extracted (its sha256 differs from the store's "
+                       f"{sha}...); give the store's checkpoint with --weights PATH")
+    where = f"the published {published}" if published else "a published file"
+    raise GcfError(f"the store was extracted with the checkpoint of sha256 {sha}..., which is neither a path it "
+                   f"recorded nor {where}; give it with --weights PATH")
 
 
 @dataclass(frozen=True)

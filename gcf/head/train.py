@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -123,7 +124,9 @@ def batches(table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Stan
     The store's clip_indices picks the clips; one torch gather per batch reads them from the in-memory
     features (torch converts float16 several times faster than numpy, which select_clips uses).
     """
-    features = torch.from_numpy(table.features)
+    with warnings.catch_warnings():   # a read-only (memory-mapped) table is fine: it is only gathered from
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        features = torch.from_numpy(table.features)
     for i in range(0, len(videos), cfg.batch_size):
         v = videos[i:i + cfg.batch_size]
         start = table.offsets[v]
