@@ -46,7 +46,7 @@ def crashing_copy(src: Path, dst: Path) -> Path:
 
 
 def run_limited(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run gcf with 16 GiB of address space, less than decord's 34 GB allocation for the crashing copy."""
+    """Run gcf with 16 GiB of address space, less than the tens of GB decord asks for to index the crashing copy."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -262,7 +262,7 @@ class BackboneRunner:
             if self.cuda:
                 v, z = _to_host(v), (_to_host(z) if z is not None else None)
                 event = torch.cuda.Event()
-                event.record()
+                event.record(torch.cuda.current_stream(self.device))   # the stream of cuda:N, not of cuda:0
         self._inflight.append((event, buf, keys, v, z))
 
     def _collect(self) -> Output:
@@ -311,6 +311,7 @@ class _Run:
         self.progress = _Progress(len(todo), config.progress)
 
     def run(self, pool: DecoderPool) -> None:
+        """Decode, batch, run and write until every video is done or a stop is asked for."""
         c = self.config
         log.info("extracting %d videos (%d already in the store) with %d decoder workers on %s",
                  len(self.todo), self.summary.skipped, c.workers, c.device)
