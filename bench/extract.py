@@ -9,7 +9,7 @@ efficiency = end-to-end / (1 / (decode s/clip + backbone s/clip)): 1.0 means dec
 nothing beyond the CPU time it needs (overlap can even beat that on a CPU, where the stages share cores).
 Target (issue 4): >= 0.95 on a 2-core CPU with resnext101; on a GPU, end-to-end >= 90% of min(decode, backbone).
 
-    python bench/extract.py [--backbone resnext101] [--option width=0.25] [--videos 16] [--repeat 1] [--device cpu]
+    python bench/extract.py [--backbone resnext101] [--option width=0.25] [--videos 16] [--repeat 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeat", type=int, default=1, help="rounds; each phase reports its fastest")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds, alternately in reverse phase order; each phase "
+                                                          "reports its fastest")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
     options = tuple((k, float(v) if "." in v else int(v)) for k, v in (o.split("=", 1) for o in args.option))
@@ -124,17 +125,26 @@ def main() -> None:
               f"{len(items)} videos, {size}px, batch {args.batch_size}, {args.workers} decoder workers")
 
         frames = np.stack([c.frames for p in paths for c in iter_clips(p, spec.clip_len, spec.clip_len, size)])
-        seconds = {"decode": [], "backbone": [], "e2e": [], "naive": []}     # per round; each phase's fastest counts
-        for r in range(args.repeat):
-            n_dec, t = decode_only(paths, args.workers, spec.clip_len, size)
-            seconds["decode"].append(t)
-            seconds["backbone"].append(backbone_only(runner, frames, args.batch_size))
-            summary = extract(dataclasses.replace(config, output=str(tmp / f"e2e{r}.zarr")))
-            seconds["e2e"].append(summary.seconds)
-            n_naive, t = naive(config, runner, items, dataset.class_names, tmp / f"naive{r}.zarr")
-            seconds["naive"].append(t)
-            assert n_dec == summary.clips == n_naive == len(frames), (n_dec, summary.clips, n_naive, len(frames))
-        dec, bb, e2e, nv = (len(frames) / min(seconds[k]) for k in ("decode", "backbone", "e2e", "naive"))
+        def timed(phase: str, r: int) -> float:
+            """Seconds of one phase (checking it saw every clip)."""
+            if phase == "decode":
+                n, t = decode_only(paths, args.workers, spec.clip_len, size)
+            elif phase == "backbone":
+                n, t = len(frames), backbone_only(runner, frames, args.batch_size)
+            elif phase == "e2e":
+                summary = extract(dataclasses.replace(config, output=str(tmp / f"e2e{r}.zarr")))
+                n, t = summary.clips, summary.seconds
+            else:
+                n, t = naive(config, runner, items, dataset.class_names, tmp / f"naive{r}.zarr")
+            assert n == len(frames), (phase, n, len(frames))
+            return t
+
+        phases = ["decode", "backbone", "e2e", "naive"]
+        seconds = {p: [] for p in phases}
+        for r in range(args.repeat):     # odd rounds run the phases in reverse: load drifts hit them all alike
+            for phase in phases if r % 2 == 0 else phases[::-1]:
+                seconds[phase].append(timed(phase, r))
+        dec, bb, e2e, nv = (len(frames) / min(seconds[p]) for p in phases)
         serial = 1 / (1 / dec + 1 / bb)
         print(f"clips: {len(frames)}, best of {args.repeat} round(s); load average {load0:.1f} at the start, "
               f"{os.getloadavg()[0]:.1f} at the end (other jobs on the machine skew wall-clock rates)")
