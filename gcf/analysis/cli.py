@@ -24,11 +24,9 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: float) -> floa
 def _backbone(model, weights: str | None, weights_dir: str, device: str):
     """The store's backbone, built once; says plainly when its weights are random."""
     from gcf.analysis.predict import store_backbone
-    from gcf.extract.cli import _check_device
+    from gcf.device import check_device
 
-    import torch
-
-    _check_device(device, torch)
+    check_device(device)
     meta = model.meta
     if (weights or meta.weights) == "random":
         click.echo(f"warning: {meta.backbone} with RANDOM weights (seed {meta.extra.get('weights_seed')}), as "

@@ -83,11 +83,10 @@ def extract(inputs, backbone, weights, weights_dir, output, root, options, norm,
         from gcf.extract.backbones.registry import default_weights
 
         weights = str(default_weights(backbone, weights_dir))
-    import torch
-
+    from gcf.device import check_device
     from gcf.extract.pipeline import ExtractConfig, default_workers, extract as run
 
-    _check_device(device, torch)
+    check_device(device)
     config = ExtractConfig(inputs=tuple(inputs), backbone=backbone, weights=weights, output=output, root=root,
                            options=options, norm=norm, seed=seed, clip_len=clip_len, stride=stride, size=size,
                            batch_size=batch_size, workers=workers or default_workers(), device=device,
@@ -113,14 +112,3 @@ def extract(inputs, backbone, weights, weights_dir, output, root, options, norm,
         click.echo(f"interrupted: {resume}", err=True)
     sys.exit(summary.exit_code(strict))
 
-
-def _check_device(device: str, torch) -> None:
-    """A usable torch device, or one line saying why not."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise GcfError(f"--device {device}: not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GcfError(f"--device {device}: CUDA is not available to torch {torch.__version__}; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise GcfError(f"--device {device}: only cpu and cuda are supported")
