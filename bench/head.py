@@ -25,7 +25,8 @@ from gcf.head import HeadConfig, build
 from gcf.head.complexity import count_flops
 from gcf.head.data import Standardizer, load_store
 from gcf.head.synthetic import SynthConfig, synthesize, write_store
-from gcf.head.train import batches, fit_epoch, make_optimizer, objective, recipe
+from gcf.head.stack import Stack, StackOptimizer
+from gcf.head.train import batches, fit_epoch, objective, recipe
 from gcf.store import select_clips
 
 
@@ -87,17 +88,17 @@ def main() -> None:
         return batches(t, rng.permutation(data.train), cfg, std, cfg.train_select, rng)
 
     torch.manual_seed(0)
-    head = build(head_cfg)
-    opt = make_optimizer(head.parameters(), cfg)
-    fit_epoch(head, opt, from_memory(), cfg.lam)                     # warm-up
+    head = Stack([build(head_cfg)])                                  # what `gcf train-head` trains: a stack of one
+    opt, lam = StackOptimizer(head, [cfg]), torch.tensor([cfg.lam])
+    fit_epoch(head, opt, from_memory(), lam)                         # warm-up
     seconds = {"store": 0.0, "memory": 0.0}
     for _ in range(args.rounds):
         for name, source in (("store", from_store), ("memory", from_memory)):
-            seconds[name] += _timed(lambda: fit_epoch(head, opt, source(), cfg.lam))
+            seconds[name] += _timed(lambda: fit_epoch(head, opt, source(), lam))
     rate = {k: args.rounds * len(data.train) / s for k, s in seconds.items()}
 
     xb, mb, yb = next(from_memory())
-    step_flops = count_flops(lambda: objective(head(xb, mb), yb, cfg.lam).backward()) / len(yb)
+    step_flops = count_flops(lambda: objective(head(xb, mb), yb, lam).sum().backward()) / len(yb)
     peak = matmul_flops()
     print(f"head gcf d={head_cfg.in_dim} D={head_cfg.dim} C={cfg.clips} batch {cfg.batch_size}: "
           f"{step_flops / 1e6:.1f} MFLOPs per training video (forward + backward)")

@@ -19,7 +19,7 @@ import torch
 
 from gcf.head import HeadConfig, build, register
 from gcf.head.synthetic import SynthConfig, synthesize
-from gcf.head.train import TrainConfig, clip_baselines, clip_scores, fit_clip_classifier, recipe, train
+from gcf.head.train import TrainConfig, clip_baselines, clip_scores, fit_clip_classifiers, recipe, train
 
 BASE = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=64, epochs=40, schedule="cosine",
                    lam=1e-3, clips=10, select="uniform", train_select="random", standardize=True)
@@ -86,7 +86,7 @@ def main() -> None:
     for seed in range(args.seeds):
         data = synthesize(replace(SynthConfig(), seed=seed, test_per_class=50)).data(seed)
         t0 = time.perf_counter()
-        clf = fit_clip_classifier(data, replace(BASE, seed=seed))
+        clf = fit_clip_classifiers(data, [replace(BASE, seed=seed)])[0]
         seconds = time.perf_counter() - t0
         for name, m in clip_baselines(clip_scores(clf, data.table, data.test), data.table, data.test).items():
             results.setdefault(name, []).append(dict(m, seconds=seconds))

@@ -14,7 +14,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import zarr

@@ -14,7 +14,7 @@ from conftest import REPO, run_gcf
 
 from gcf.cli import main
 from gcf.errors import GcfError
-from gcf.head.ablate import GRID_KEYS, ablate_store, check_grid, expand, parse_grid, read_grid_file, run_job
+from gcf.head.ablate import GRID_KEYS, ablate_store, check_grid, expand, parse_grid, read_grid_file, run_stack
 from gcf.head.ablate_report import write_reports
 from gcf.head.synthetic import SynthConfig, synthesize, write_store
 
@@ -52,7 +52,7 @@ def rows(path):
 def test_small_grid_writes_every_output(first):
     out, proc = first
     assert "4 configurations x 2 seeds = 8 runs" in proc.stdout
-    assert "8 runs: 0 cached, 8 new; clip baselines: 0 cached, 2 new; 2 jobs" in proc.stdout
+    assert "8 runs: 0 cached, 8 new; clip baselines: 0 cached, 2 new; 5 stacks on cpu, 2 jobs" in proc.stdout
     results = rows(out / "results.csv")
     assert len(results) == 8
     assert {(r["head"], r["dim"], r["seed"]) for r in results} == {
@@ -117,10 +117,49 @@ def test_extended_grid_trains_only_the_new_points(store, tmp_path):
 
 def test_a_failing_run_is_reported_not_cached(tmp_path):
     (tmp_path / "cache").mkdir()
-    runs, _ = expand(check_grid({"dim": [8]}), seeds=1)
-    record = run_job(runs[0], "k", str(tmp_path / "gone"), ("a", "b"), 1, str(tmp_path / "cache"))
-    assert record["key"] == "k" and record["error"].startswith("FileNotFoundError")
+    runs, _ = expand(check_grid({"dim": [8]}), seeds=2)
+    records = run_stack(runs, ["k0", "k1"], runs[0].full_head(16, 3), str(tmp_path / "gone"), ("a", "b", "c"), 1,
+                        str(tmp_path / "cache"), "cpu")
+    assert [r["key"] for r in records] == ["k0", "k1"]
+    assert all(r["error"].startswith("FileNotFoundError") for r in records)
     assert not list((tmp_path / "cache").iterdir())
+
+
+def test_settings_a_head_ignores_train_once(store, tmp_path):
+    """attention-only reads no D; fusion-only has no att, so lambda cannot change it: 8 grid runs, 4 trainings."""
+    grid = check_grid(parse_grid("head=fusion-only,attention-only;dim=8,16;lam=0,1e-3;epochs=2"))
+    said = []
+    runs, _, errors = ablate_store(str(store), grid, 1, tmp_path, jobs=1, threads=1, echo=said.append)
+    assert said[0].startswith("8 runs: 0 cached, 4 new, 4 the same as another run (settings their head ignores)")
+    assert len(runs) == 8 and not errors and len({r["key"] for r in runs}) == 4
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 4 + 1      # 4 runs and the clip baselines
+    by_key = {}
+    for r in runs:
+        by_key.setdefault(r["key"], []).append(r)
+    for same in by_key.values():
+        assert len(same) == 2 and same[0]["top1"] == same[1]["top1"] and same[0]["val_loss"] == same[1]["val_loss"]
+    pairs = {(r["head"], r["dim"] if r["head"] == "fusion-only" else r["lam"]) for r in runs}
+    assert len(pairs) == 4                                              # what differs is what each head reads
+
+
+def test_stacked_runs_equal_runs_one_after_another(store, tmp_path):
+    grid = check_grid(parse_grid("lam=0,1e-3;lr=1e-3,3e-3;epochs=3"))
+    said = []
+    stacked, _, _ = ablate_store(str(store), grid, 2, tmp_path / "stacked", jobs=1, threads=1, echo=said.append)
+    alone, _, _ = ablate_store(str(store), grid, 2, tmp_path / "alone", jobs=1, threads=1, stack=1,
+                               echo=said.append)
+    assert "; 2 stacks on cpu" in said[0] and "; 10 stacks on cpu" in said[1]   # + 2 clip classifiers
+    assert [r["stack"] for r in stacked] == [8] * 8 and [r["stack"] for r in alone] == [1] * 8
+    for s, a in zip(stacked, alone):
+        assert s["key"] == a["key"] and s["top1"] == pytest.approx(a["top1"], abs=1e-9)
+        assert s["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("device, message", [("mps", "only cpu and cuda are supported"),
+                                             ("tpu", "not a device; use cpu, cuda or cuda:N")])
+def test_bad_device_is_refused(store, tmp_path, device, message):
+    code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--device", device, "--out", tmp_path / "o")
+    assert code == 2 and message in stderr and not (tmp_path / "o").exists()
 
 
 def test_killed_run_resumes_with_the_rest(store, tmp_path):
@@ -154,8 +193,11 @@ def test_grid_parsing_and_files(tmp_path):
     runs, clip = expand(grid, seeds=3)
     assert len(runs) == 2 * 2 * 2 * 3 and len(clip) == 3
     assert {r.train.seed for r in runs} == {0, 1, 2} and all(not r.train.standardize for r in runs + clip)
-    assert {(r.head.name, r.head.dim, r.train.lam) for r in runs} == {
+    assert {tuple(dict(r.point)[k] for k in ("head", "dim", "lam")) for r in runs} == {
         (h, d, lam) for h in ("gcf", "attention-only") for d in (256, 512) for lam in (0.0, 1e-4)}
+    assert {(r.head.name, r.head.dim, r.train.lam) for r in runs} == {   # attention-only reads no D
+        ("gcf", d, lam) for d in (256, 512) for lam in (0.0, 1e-4)} | {("attention-only", 256, 0.0),
+                                                                      ("attention-only", 256, 1e-4)}
     (tmp_path / "g.json").write_text(json.dumps({"layers": [1, 2], "recipe": "paper", "lr": [0.1, 1]}))
     runs, _ = expand(check_grid(read_grid_file(tmp_path / "g.json")), seeds=1)
     assert {(r.head.layers, r.train.optimizer, r.train.lr) for r in runs} == {

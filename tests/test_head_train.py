@@ -11,7 +11,7 @@ from gcf.head import HeadConfig
 from gcf.head.data import Standardizer, carve, make_data, rows_of
 from gcf.head.run import load_run, save_run
 from gcf.head.synthetic import SynthConfig, synthesize
-from gcf.head.train import (accuracy, batches, clip_baselines, clip_scores, evaluate, fit_clip_classifier,
+from gcf.head.train import (accuracy, batches, clip_baselines, clip_scores, evaluate, fit_clip_classifiers,
                             recipe, train)
 from gcf.store import FeatureTable, select_clips
 
@@ -73,7 +73,7 @@ def test_standardizer_fits_train_clips(data):
 def test_training_beats_chance_and_averaging(data, trained):
     assert trained.metrics["top1"] > 0.6                                  # chance is 0.25
     assert [h["epoch"] for h in trained.history] == list(range(1, FAST["epochs"] + 1))
-    clf = fit_clip_classifier(data, recipe(**FAST))
+    clf = fit_clip_classifiers(data, [recipe(**FAST)])[0]
     base = clip_baselines(clip_scores(clf, data.table, data.test), data.table, data.test)
     assert trained.metrics["top1"] > base["D-Clips"]["top1"]
 

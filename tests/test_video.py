@@ -4,7 +4,6 @@ import shutil
 import av
 import numpy as np
 import pytest
-import torch
 
 from gcf.errors import GcfError
 from gcf.extract.video import VideoError, clip_starts, iter_clips, probe

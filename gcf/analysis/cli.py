@@ -3,7 +3,6 @@ evidence (or gate att), and 3D Grad-CAM heat maps of the clips they select."""
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path

@@ -25,13 +25,14 @@ from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
 from gcf import __version__
+from gcf.device import check_device
 from gcf.errors import GcfError
 from gcf.head.ablate_report import BASELINES, result_row, write_reports
 from gcf.head.complexity import complexity
 from gcf.head.data import Data, load_store
-from gcf.head.registry import HeadConfig
-from gcf.head.train import (TrainConfig, accuracy, check_data, clip_baselines, clip_scores, fit_clip_classifier,
-                            recipe, run_split, train)
+from gcf.head.registry import HEADS, HeadConfig, canonical
+from gcf.head.train import (TrainConfig, check_data, clip_baselines, clip_scores, fit_clip_classifiers, recipe,
+                            shared_part, train_stack)
 from gcf.store import FeatureTable
 
 HEAD_KEYS = {"head": "name", "dim": "dim", "layers": "layers", "norm": "norm", "reduction": "reduction",
@@ -40,6 +41,7 @@ TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")   # 
 GRID_KEYS = (*HEAD_KEYS, *TRAIN_KEYS)
 KINDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
 MAX_RUNS = 200                                                                 # larger grids need --yes
+STACK = {"cpu": 8, "cuda": 64}          # most heads trained together by default (bench/ablate.py measured them)
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
@@ -124,7 +126,11 @@ def check_grid(grid: dict[str, list]) -> dict[str, list]:
 
 @dataclass(frozen=True)
 class Job:
-    """One training run: a grid point with a seed, or (head None) the C-Clip/D-Clips clip classifier of a seed."""
+    """One training run: a grid point with a seed, or (head None) the C-Clip/D-Clips clip classifier of a seed.
+
+    head and train are canonical (gcf.head.registry.canonical, TrainConfig.canonical): grid points that differ
+    only in settings their head ignores get the same configs, the same key and one training run.
+    """
 
     point: tuple[tuple[str, object], ...]   # (grid key, value) in grid order; () for the clip classifier
     head: HeadConfig | None
@@ -132,11 +138,14 @@ class Job:
 
     def key(self, store: str, in_dim: int, classes: int) -> str:
         """Cache key: a hash of the full head and training config (seed included), the store and gcf's version."""
-        head = None if self.head is None else asdict(replace(self.head, in_dim=in_dim, num_classes=classes,
-                                                             clips=self.train.clips))
+        head = None if self.head is None else asdict(self.full_head(in_dim, classes))
         text = json.dumps({"gcf": __version__, "store": store, "head": head, "train": asdict(self.train)},
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def full_head(self, in_dim: int, classes: int) -> HeadConfig:
+        """The head as training builds it: the store's d and classes, the run's clips (canonical)."""
+        return canonical(replace(self.head, in_dim=in_dim, num_classes=classes, clips=self.train.clips))
 
 
 def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
@@ -160,9 +169,10 @@ def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
         except ValueError as e:
             where = "; ".join(f"{k}={v}" for k, v in point.items())
             raise GcfError(f"invalid grid value: {e} (at {where}); nothing was trained") from e
-        runs += [Job(tuple(point.items()), head, replace(cfg, seed=s)) for s in range(seeds)]
+        att = HEADS[head.name].att
+        runs += [Job(tuple(point.items()), canonical(head), replace(cfg, seed=s).canonical(att)) for s in range(seeds)]
     fixed = {k: v[0] for k, v in grid.items() if k not in HEAD_KEYS and (len(v) == 1 or k == "recipe")}
-    return runs, [Job((), None, train_cfg(fixed, s)) for s in range(seeds)]
+    return runs, [Job((), None, train_cfg(fixed, s).canonical(att=False)) for s in range(seeds)]
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -221,30 +231,34 @@ def write_json(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_job(job: Job, key: str, folder: str, class_names: tuple[str, ...], threads: int, cache: str) -> dict:
-    """Train and test one Job (in a worker or in-process), cache its record and return it; an error is returned."""
-    import torch._dynamo  # noqa: F401  (else the first optimizer imports it, a second inside the first timed run)
+def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, folder: str,
+              class_names: tuple[str, ...], threads: int, cache: str, device: str) -> list[dict]:
+    """Train and test one stack of jobs together (in a worker or in-process), cache each record, return them.
 
+    full_head is their common head (None: the clip classifiers). An error is returned as one record per job.
+    """
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    cfgs = [job.train for job in jobs]
     try:
         data = shared_data(Path(folder), class_names)
         t = data.table
-        if job.head is None:
-            clf = fit_clip_classifier(data, job.train)
-            record = {"baselines": clip_baselines(clip_scores(clf, t, data.test), t, data.test)}
+        if full_head is None:
+            records = [{"baselines": clip_baselines(clip_scores(clf, t, data.test), t, data.test)}
+                       for clf in fit_clip_classifiers(data, cfgs, device)]
         else:
-            result = train(data, job.head, job.train)
-            logits, _, val_loss = run_split(result.head, t, data.val, result.cfg, result.standardizer)
-            c = complexity(result.head_cfg, result.head)
-            record = {"metrics": result.metrics, "val": dict(accuracy(logits, t.labels[data.val]), loss=val_loss),
-                      "params": c.params, "mflops": c.flops / 1e6, "best_epoch": result.best_epoch,
-                      "epochs_run": len(result.history), "stopped": result.stopped, "head": asdict(result.head_cfg)}
-    except Exception as e:  # noqa: BLE001 (one broken run never stops the grid; it is reported and retried)
-        return {"key": key, "error": f"{type(e).__name__}: {e}"}
-    record.update(key=key, seconds=time.perf_counter() - t0, gcf_version=__version__, train=asdict(job.train))
-    write_json(Path(cache) / f"{key}.json", record)
-    return record
+            results = train_stack(data, full_head, cfgs, device=device)
+            c = complexity(results[0].head_cfg, results[0].head)
+            records = [{"metrics": r.metrics, "val": r.val_metrics, "params": c.params, "mflops": c.flops / 1e6,
+                        "best_epoch": r.best_epoch, "epochs_run": len(r.history), "stopped": r.stopped,
+                        "head": asdict(r.head_cfg)} for r in results]
+    except Exception as e:  # noqa: BLE001 (one broken stack never stops the grid; it is reported and retried)
+        return [{"key": key, "error": f"{type(e).__name__}: {e}"} for key in keys]
+    seconds = (time.perf_counter() - t0) / len(jobs)
+    for record, key, cfg in zip(records, keys, cfgs):
+        record.update(key=key, seconds=seconds, stack=len(jobs), gcf_version=__version__, train=asdict(cfg))
+        write_json(Path(cache) / f"{key}.json", record)
+    return records
 
 
 def cached(path: Path) -> dict | None:
@@ -262,16 +276,33 @@ def cost(job: Job) -> float:
     return job.train.epochs * job.train.clips * (h.dim * max(h.layers, 1) + 1)
 
 
-def run_all(todo: list[tuple[Job, str]], folder: Path, class_names: tuple[str, ...], jobs: int, threads: int,
-            cache: Path) -> list[dict]:
-    """Run the jobs with joblib: loky worker processes, or in this process for one job."""
-    todo = sorted(todo, key=lambda jk: -cost(jk[0]))
-    tasks = (delayed(run_job)(job, key, str(folder), class_names, threads, str(cache)) for job, key in todo)
+def make_stacks(todo: dict[str, Job], in_dim: int, classes: int, size: int,
+                jobs: int) -> list[tuple[HeadConfig | None, dict]]:
+    """Group the jobs that can train together (one head config, one shared TrainConfig part) into stacks of at
+    most `size`, split evenly, and into at least its share of `jobs` stacks where a group is most of the grid
+    (so no process idles) -> [(full head or None, {key: job})], the costliest first."""
+    groups: dict[tuple, dict[str, Job]] = {}
+    for key, job in todo.items():
+        head = None if job.head is None else job.full_head(in_dim, classes)
+        groups.setdefault((head, shared_part(job.train)), {})[key] = job
+    stacks = []
+    for (head, _), members in groups.items():
+        items = list(members.items())
+        n = min(len(items), max(-(-len(items) // size), round(jobs * len(items) / len(todo))))
+        stacks += [(head, dict(items[i::n])) for i in range(n)]
+    return sorted(stacks, key=lambda s: -sum(map(cost, s[1].values())))
+
+
+def run_all(stacks: list[tuple[HeadConfig | None, dict]], folder: Path, class_names: tuple[str, ...], jobs: int,
+            threads: int, cache: Path, device: str) -> list[dict]:
+    """Run the stacks with joblib: loky worker processes, or in this process for one job."""
+    tasks = (delayed(run_stack)(list(members.values()), list(members), head, str(folder), class_names, threads,
+                                str(cache), device) for head, members in stacks)
     records = []
-    with tqdm(total=len(todo), desc="runs", unit="run", leave=False) as bar:
-        for record in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
-            records.append(record)
-            bar.update()
+    with tqdm(total=sum(len(m) for _, m in stacks), desc="runs", unit="run", leave=False) as bar:
+        for done in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
+            records += done
+            bar.update(len(done))
     return records
 
 
@@ -290,10 +321,12 @@ def check_out(out: Path) -> None:
 
 
 def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, jobs: int, threads: int | None = None,
+                 stack: int | None = None, device: str = "cpu",
                  echo=print) -> tuple[list[dict], list[dict], list[str]]:
     """Run every grid point x seed (cached) and the clip baselines -> (run rows, baseline rows, errors).
 
-    `jobs` processes train at once with `threads` torch threads each (default: cores // jobs).
+    Runs that can are trained together in stacks of at most `stack` heads (default STACK[device type]);
+    `jobs` processes train stacks at once with `threads` torch threads each (default: cores // jobs).
     """
     runs, clip_jobs = expand(grid, seeds)
     check_out(out)
@@ -304,18 +337,21 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
     keys = {j: j.key(store.fingerprint, d, k) for j in runs + clip_jobs}
     records = {key: (baseline_record(store) if job.head is None else None) or cached(cache / f"{key}.json")
                for job, key in keys.items()}
-    todo = [(j, key) for j, key in keys.items() if records[key] is None]
-    n_new = len([j for j, _ in todo if j.head is not None])
-    jobs = max(1, min(jobs, len(todo)))
+    todo = {key: j for j, key in keys.items() if records[key] is None}      # one run per distinct key
+    new = sum(j.head is not None for j in todo.values())
+    same = sum(records[keys[j]] is None for j in runs) - new
+    stacks = make_stacks(todo, d, k, stack or STACK[torch.device(device).type], jobs)
+    jobs = max(1, min(jobs, len(stacks)))
     threads = threads or max(1, cpu_count() // jobs)
-    echo(f"{len(runs)} runs: {len(runs) - n_new} cached, {n_new} new; clip baselines: "
-         f"{len(clip_jobs) - (len(todo) - n_new)} cached, {len(todo) - n_new} new"
-         + (f"; {jobs} jobs x {threads} torch threads" if todo else ""))
+    echo(f"{len(runs)} runs: {len(runs) - new - same} cached, {new} new"
+         + (f", {same} the same as another run (settings their head ignores)" if same else "")
+         + f"; clip baselines: {len(clip_jobs) - (len(todo) - new)} cached, {len(todo) - new} new"
+         + (f"; {len(stacks)} stacks on {device}, {jobs} jobs x {threads} torch threads" if todo else ""))
     errors = []
     if todo:
         folder = cache / f"features-{store.fingerprint}"
         share(store.data, folder)
-        for record in run_all(todo, folder, store.data.class_names, jobs, threads, cache):
+        for record in run_all(stacks, folder, store.data.class_names, jobs, threads, cache, device):
             if "error" in record:
                 errors.append(record["error"])
             else:
@@ -339,14 +375,19 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
               help="Train every configuration with seeds 0..N-1.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Parallel training processes [default: the cores].")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per job [default: cores // jobs].")
+@click.option("--stack", type=click.IntRange(min=1),
+              help=f"Most runs of one head shape trained together [default: {STACK['cpu']} on cpu, "
+                   f"{STACK['cuda']} on cuda]; 1 trains one run after another.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--out", help="Output directory; rerun with the same one to resume [default: runs/ablate-<store>].")
 @click.option("--yes", is_flag=True, help=f"Train grids of more than {MAX_RUNS} runs.")
-def ablate(store, grid_text, grid_file, seeds, jobs, threads, out, yes):
+def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out, yes):
     """Train and test every combination of the grid on STORE (cached, in parallel); write results and plots.
 
     Keys: head, dim, layers, norm, reduction, dropout (the head) and recipe, lr, epochs, lam, clips, ...
-    (any training option of `gcf train-head`).
+    (any training option of `gcf train-head`). Runs of one head shape train together as one stack.
     """
+    check_device(device)
     if grid_text is None and grid_file is None:
         raise GcfError("no grid; give --grid 'key=v1,v2;...' or --grid-file GRID.json, e.g. --grid 'dim=256,512'")
     grid = read_grid_file(grid_file) if grid_file else {}
@@ -361,7 +402,8 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, out, yes):
                        "or shrink the grid or --seeds")
     out_dir = Path(out) if out else Path("runs") / f"ablate-{Path(store.rstrip('/')).stem}"
     t0 = time.perf_counter()
-    rows, base, errors = ablate_store(store, grid, seeds, out_dir, jobs or cpu_count(), threads, click.echo)
+    jobs = jobs or (1 if device.startswith("cuda") else cpu_count())    # one process owns a GPU
+    rows, base, errors = ablate_store(store, grid, seeds, out_dir, jobs, threads, stack, device, click.echo)
     for line in write_reports(out_dir, list(grid), rows, base, store):
         click.echo(line)
     click.echo(f"{len(rows)} runs in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")

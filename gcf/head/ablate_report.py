@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("top1", "top5", "mean_class", "val_top1", "val_top5", "val_mean_class", "val_loss", "params", "mflops",
-           "best_epoch", "epochs_run", "seconds", "stopped")
+           "best_epoch", "epochs_run", "seconds", "stack", "stopped")
 AVERAGED = ("top1", "top5", "mean_class", "val_top1", "val_loss", "seconds")
 BASELINES = ("C-Clip", "D-Clips")
 AXES = (("dim", "fig3a_dim.png", "head width D"), ("layers", "fig3b_layers.png", "fusion layers n"),
@@ -27,7 +27,8 @@ def result_row(record: dict) -> dict:
     return {"top1": m["top1"], "top5": m["top5"], "mean_class": m["mean_class"], "val_top1": v["top1"],
             "val_top5": v["top5"], "val_mean_class": v["mean_class"], "val_loss": v["loss"],
             "params": record["params"], "mflops": record["mflops"], "best_epoch": record["best_epoch"],
-            "epochs_run": record["epochs_run"], "seconds": record["seconds"], "stopped": record["stopped"] or ""}
+            "epochs_run": record["epochs_run"], "seconds": record["seconds"], "stack": record["stack"],
+            "stopped": record["stopped"] or ""}
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import click
 
+from gcf.device import check_device
 from gcf.errors import GcfError
 from gcf.head import HeadConfig, complexity, list_heads
 from gcf.head.data import load_store
 from gcf.head.run import load_run, plot_confusion, save_run
-from gcf.head.train import RECIPES, check_data, clip_baselines, clip_scores, evaluate, fit_clip_classifier, recipe, train
+from gcf.head.train import (RECIPES, check_data, clip_baselines, clip_scores, evaluate, fit_clip_classifiers, recipe,
+                            train)
 
 
 def pct(m: dict) -> str:
@@ -55,10 +57,12 @@ def run_dir(store: str, head: str, out: str | None, overwrite: bool) -> Path:
 @click.option("--epochs", type=int, help="Most epochs [recipe's].")
 @click.option("--lr", type=float, help="Learning rate [recipe's].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, norm, dropout, lam, epochs, lr, seed,
-               overwrite):
+               device, overwrite):
     """Train a clip-fusion head on the features in STORE and test it; writes a run directory."""
+    check_device(device)
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
     try:
         cfg = recipe(recipe_name, seed=seed, **given(clips=clips, select=select, lam=lam, epochs=epochs, lr=lr))
@@ -80,10 +84,10 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
         raise GcfError(f"{store}: {e}") from None
     head_cfg = replace(head_cfg, in_dim=t.features.shape[1], num_classes=len(data.class_names), clips=cfg.clips)
     click.echo(f"head {head_name}: {complexity(head_cfg)} (C={cfg.clips})")
-    result = train(data, head_cfg, cfg, progress=True)
+    result = train(data, head_cfg, cfg, progress=True, device=device)
     clip = None
     if backbone_probs is None:
-        clip = fit_clip_classifier(data, cfg)
+        clip = fit_clip_classifiers(data, [cfg], device)[0]
     save_run(path, result, clip, {**source, "notes": list(data.notes)})
     if result.stopped:
         raise GcfError(f"{path}: {result.stopped}")

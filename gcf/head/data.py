@@ -86,6 +86,10 @@ class Standardizer:
     def identity(cls, dim: int) -> "Standardizer":
         return cls(torch.zeros(dim), torch.ones(dim))
 
+    def to(self, device: torch.device | str) -> "Standardizer":
+        """The same standardisation on `device` (batches are standardised where the head runs)."""
+        return Standardizer(self.mean.to(device), self.std.to(device))
+
     def __call__(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Descriptors of any float dtype -> a new standardised float32 tensor (the input is left as it is)."""
         return torch.as_tensor(x).float().sub(self.mean).div_(self.std)

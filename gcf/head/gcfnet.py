@@ -101,25 +101,25 @@ class GCFHead(nn.Module):
         return HeadOutput(self.w3(self.drop(v)), att)                # eq. 8: logits, softmax is in the loss
 
 
-@register("gcf")
+@register("gcf", reads=("clips", "dim", "layers", "norm", "reduction", "dropout"))
 def gcf(cfg: HeadConfig) -> nn.Module:
     """The paper's GCF-Net head: BA^n fusion and the clip-position gate."""
     return GCFHead(cfg, fusion=True, gate="paper")
 
 
-@register("gcf-clipgate")
+@register("gcf-clipgate", reads=("dim", "layers", "norm", "reduction", "dropout"))
 def gcf_clipgate(cfg: HeadConfig) -> nn.Module:
     """GCF-Net with a per-clip gate (att_i from b_i alone): not tied to a fixed number of clips."""
     return GCFHead(cfg, fusion=True, gate="clip")
 
 
-@register("fusion-only")
+@register("fusion-only", reads=("dim", "layers", "norm", "dropout"), att=False)
 def fusion_only(cfg: HeadConfig) -> nn.Module:
     """Table 2 'Inter-Clip Fusion only': v' = mean_i b_i."""
     return GCFHead(cfg, fusion=True, gate=None)
 
 
-@register("attention-only")
+@register("attention-only", reads=("clips", "reduction", "dropout"))
 def attention_only(cfg: HeadConfig) -> nn.Module:
     """Table 2 'Clip-Wise Attention only': the paper gate on the raw descriptors V, in d dimensions."""
     return GCFHead(cfg, fusion=False, gate="paper")

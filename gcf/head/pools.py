@@ -67,7 +67,7 @@ class TransformerHead(nn.Module):
         return HeadOutput(self.w3(self.norm(masked_mean(h, mask))), None)
 
 
-register("linear")(LinearHead)
-register("max-pool")(MaxPoolHead)
-register("attention-pool")(AttentionPoolHead)
-register("transformer")(TransformerHead)
+register("linear", reads=("dropout",), att=False)(LinearHead)
+register("max-pool", reads=("dim", "dropout"), att=False)(MaxPoolHead)
+register("attention-pool", reads=("dim", "dropout"))(AttentionPoolHead)
+register("transformer", reads=("dim", "layers", "dropout"), att=False)(TransformerHead)

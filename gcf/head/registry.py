@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
 
 import torch
@@ -43,14 +43,31 @@ class HeadConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-HEADS: dict[str, Callable[[HeadConfig], nn.Module]] = {}
+@dataclass(frozen=True)
+class HeadSpec:
+    """A registered head: its builder, the HeadConfig fields it reads and whether it returns att."""
+
+    build: Callable[[HeadConfig], nn.Module]
+    reads: frozenset[str]   # fields beyond name, in_dim and num_classes that change the module or its output
+    att: bool               # returns per-clip attention, so lambda of eq. 9 changes its training
 
 
-def register(name: str) -> Callable:
-    """Decorator adding a builder `fn(cfg) -> nn.Module` to the registry under `name`."""
+HEADS: dict[str, HeadSpec] = {}
+OPTIONS = ("clips", "dim", "layers", "norm", "reduction", "dropout")   # the HeadConfig fields a head may read
+
+
+def register(name: str, reads: tuple[str, ...] = OPTIONS, att: bool = True) -> Callable:
+    """Decorator adding a builder `fn(cfg) -> nn.Module` to the registry under `name`.
+
+    `reads` and `att` let `gcf ablate` train configurations that differ only in what a head ignores once;
+    the defaults (every option, att) are always safe.
+    """
+    unknown = set(reads) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"head {name!r}: unknown HeadConfig fields {sorted(unknown)}; choose from {OPTIONS}")
 
     def add(fn: Callable[[HeadConfig], nn.Module]) -> Callable[[HeadConfig], nn.Module]:
-        HEADS[name] = fn
+        HEADS[name] = HeadSpec(fn, frozenset(reads), att)
         return fn
 
     return add
@@ -69,9 +86,15 @@ def build_head(name: str = "gcf", **options) -> nn.Module:
 def build(cfg: HeadConfig) -> nn.Module:
     """Build the head a HeadConfig describes; the module keeps its config as `.cfg`."""
     cfg.check()
-    head = HEADS[cfg.name](cfg)
+    head = HEADS[cfg.name].build(cfg)
     head.cfg = cfg
     return head
+
+
+def canonical(cfg: HeadConfig) -> HeadConfig:
+    """cfg with the options its head does not read set to their defaults: equal heads get equal configs."""
+    unread = {f: getattr(HeadConfig, f) for f in OPTIONS if f not in HEADS[cfg.name].reads}
+    return replace(cfg, **unread)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """Training and evaluation of clip-fusion heads on in-memory features (one code path for train-head and ablate).
 
 Loss (eqs. 9-10): L = CE(W3 v', y) + lam * ||att||_1, both averaged over the batch. Batches are gathered
-from the FeatureTable with vectorised indexing; random clip selection is the training augmentation.
+from the FeatureTable with vectorised indexing; random clip selection is the training augmentation. Heads are
+trained as a Stack (gcf.head.stack): `train` is a stack of one, `train_stack` trains many settings at once.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -19,6 +19,7 @@ from torch import nn
 from gcf.errors import GcfError
 from gcf.head.data import Data, Standardizer, clip_table, rows_of
 from gcf.head.registry import HeadConfig, build
+from gcf.head.stack import Stack, StackOptimizer
 from gcf.store import FeatureTable, clip_indices
 
 
@@ -63,6 +64,22 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
+    def canonical(self, att: bool = True) -> "TrainConfig":
+        """This config with the fields that cannot change training at their defaults: momentum and dampening
+        unless SGD (dampening without momentum), patience and reductions unless plateau, and lam for a head
+        without att. Equal runs then compare equal."""
+        unused = []
+        if self.optimizer != "sgd":
+            unused += ["momentum", "dampening"]
+        elif self.momentum == 0:
+            unused += ["dampening"]
+        if self.schedule != "plateau":
+            unused += ["patience", "reductions"]
+        if not att:
+            unused += ["lam"]
+        return replace(self, **{f: getattr(TrainConfig, f) for f in unused})
+
+
 RECIPES: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "paper": TrainConfig(recipe="paper", optimizer="sgd", lr=0.1, momentum=0.9, dampening=0.9, weight_decay=1e-3,
@@ -77,6 +94,14 @@ def recipe(name: str = "default", **overrides) -> TrainConfig:
     return replace(RECIPES[name], **overrides)
 
 
+PER_HEAD = ("seed", "lr", "weight_decay", "momentum", "dampening", "lam", "patience", "reductions")
+
+
+def shared_part(cfg: TrainConfig) -> TrainConfig:
+    """What heads trained together (train_stack) must share: cfg with its per-head fields at their defaults."""
+    return replace(cfg, **{f: getattr(TrainConfig, f) for f in PER_HEAD})
+
+
 @dataclass
 class Result:
     """A trained head with everything needed to use and save it."""
@@ -87,6 +112,7 @@ class Result:
     standardizer: Standardizer
     history: list[dict] = field(default_factory=list)   # per epoch: epoch, train/val loss and acc, lr, seconds
     metrics: dict = field(default_factory=dict)         # test split: top1, top5, mean_class (fractions)
+    val_metrics: dict = field(default_factory=dict)     # val split, kept checkpoint: top1, top5, mean_class, loss
     best_epoch: int = 0                                 # epoch whose weights were kept (0 = initial)
     stopped: str | None = None                          # why training stopped early on a fault, else None
 
@@ -109,17 +135,10 @@ def check_data(data: Data) -> None:
                        "a classifier needs at least two")
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD (momentum, dampening) with the config's lr and weight decay."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def batches(table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Standardizer, select: str,
             rng: np.random.Generator | None = None):
-    """Yield (x [B, C, d] float32 standardised, mask [B, C], y [B]) for `videos` in the given order.
+    """Yield (x [B, C, d] float32 standardised, mask [B, C], y [B]) for `videos` in order, on std's device
+    (a GPU trains from the store's features in host memory: each batch is copied as it is needed).
 
     The store's clip_indices picks the clips; one torch gather per batch reads them from the in-memory
     features (torch converts float16 several times faster than numpy, which select_clips uses).
@@ -127,59 +146,96 @@ def batches(table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Stan
     with warnings.catch_warnings():   # a read-only (memory-mapped) table is fine: it is only gathered from
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         features = torch.from_numpy(table.features)
+    device = std.mean.device
     for i in range(0, len(videos), cfg.batch_size):
         v = videos[i:i + cfg.batch_size]
         start = table.offsets[v]
         idx, mask = clip_indices(table.offsets[v + 1] - start, cfg.clips, select, rng)
         x = features[torch.from_numpy(start[:, None] + idx)]
-        yield std(x), torch.from_numpy(mask), torch.from_numpy(table.labels[v])
+        yield std(_to(x, device)), _to(torch.from_numpy(mask), device), _to(torch.from_numpy(table.labels[v]), device)
 
 
-def objective(out, y: torch.Tensor, lam: float) -> torch.Tensor:
-    """Eqs. 9-10: cross-entropy plus lam times the L1 norm of att, each a batch mean."""
-    loss = nn.functional.cross_entropy(out.logits, y)
-    if out.att is not None and lam > 0:
-        loss = loss + lam * out.att.abs().sum(1).mean()
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t on device; to a GPU through pinned memory without waiting, so the host never waits for the GPU."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+def stacked(streams: list, stream_of: torch.Tensor):
+    """Batches for a Stack from several batch iterators: one shared batch, or [K, ...] with head k's from
+    stream stream_of[k] (heads of one seed see the same batches, as each would alone)."""
+    for parts in zip(*streams):
+        if len(parts) == 1:
+            yield parts[0]
+        else:
+            yield tuple(torch.stack(t)[stream_of] for t in zip(*parts))
+
+
+def objective(out, y: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """Eqs. 9-10: cross-entropy plus lam times the L1 norm of att, each a batch mean; one per head for a Stack."""
+    logp = out.logits.log_softmax(-1)
+    loss = -logp.gather(-1, y.expand(logp.shape[:-1]).unsqueeze(-1)).squeeze(-1).mean(-1)
+    if out.att is not None:
+        loss = loss + lam * out.att.abs().sum(-1).mean(-1)
     return loss
 
 
-def fit_epoch(head: nn.Module, opt: torch.optim.Optimizer, batches, lam: float):
-    """One optimisation pass over (x, mask, y) batches -> (videos seen, summed loss, correct, fault or None).
+@dataclass
+class Epoch:
+    """One optimisation pass of a Stack: per head the summed loss, correct videos and its first bad batch."""
 
-    Stops at the first batch whose loss is not finite, before that batch changes the weights.
-    """
-    head.train()
-    seen, total, correct = 0, 0.0, 0
-    for step, (x, mask, y) in enumerate(batches):
-        out = head(x, mask)
+    seen: int
+    total: torch.Tensor      # [K] summed loss over the batches the head trained on
+    correct: torch.Tensor    # [K]
+    bad_batch: torch.Tensor  # [K] first batch (1-based) whose loss was not finite, 0 if none
+    bad_loss: torch.Tensor   # [K] that loss
+
+
+def fit_epoch(stack: Stack, opt: StackOptimizer, batches, lam: torch.Tensor) -> Epoch:
+    """One optimisation pass over (x, mask, y) batches; a head stops at its first batch whose loss is not
+    finite, before that batch changes its weights. No host sync per step: a GPU runs ahead."""
+    stack.train()
+    k = len(stack)
+    device = lam.device
+    active = torch.ones(k, dtype=torch.bool, device=device)
+    ep = Epoch(0, torch.zeros(k, device=device), torch.zeros(k, dtype=torch.long, device=device),
+               torch.zeros(k, dtype=torch.long, device=device), torch.zeros(k, device=device))
+    for step, (x, mask, y) in enumerate(batches, 1):
+        out = stack(x, mask)
         loss = objective(out, y, lam)
-        if not torch.isfinite(loss):
-            return seen, total, correct, f"loss turned {loss.item()} at batch {step + 1}"
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seen, total = seen + len(y), total + loss.item() * len(y)
-        correct += (out.logits.argmax(1) == y).sum().item()
-    return seen, total, correct, None
+        finite = torch.isfinite(loss)
+        bad = active & ~finite
+        ep.bad_batch = torch.where(bad, step, ep.bad_batch)
+        ep.bad_loss = torch.where(bad, loss.detach(), ep.bad_loss)
+        active = active & finite
+        stack.zero_grad()
+        torch.where(active, loss, 0.0).sum().backward()
+        opt.step(active)
+        ep.seen += y.shape[-1]
+        ep.total += torch.where(active, loss.detach(), 0.0) * y.shape[-1]
+        ep.correct += torch.where(active, (out.logits.argmax(-1) == y).sum(-1), 0)
+    return ep
 
 
-def run_split(head: nn.Module, table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Standardizer):
-    """Eval-mode pass over `videos` -> (logits [V, K], att [V, C] or None, mean objective)."""
+def run_split(head, table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Standardizer,
+              lam: float | torch.Tensor | None = None):
+    """Eval-mode pass of a head (or Stack) over `videos` -> (logits [(K,) V, classes], att [(K,) V, C] or None,
+    mean objective (a 0-d or [K] tensor); lam defaults to cfg.lam)."""
     head.eval()
+    lam = cfg.lam if lam is None else lam
     logits, atts, total = [], [], 0.0
     with torch.no_grad():
         for x, mask, y in batches(table, videos, cfg, std, cfg.select):
             out = head(x, mask)
-            total += objective(out, y, cfg.lam).item() * len(y)
+            total = total + objective(out, y, lam) * len(y)
             logits.append(out.logits)
             atts.append(out.att)
-    att = None if atts[0] is None else torch.cat(atts)
-    return torch.cat(logits), att, total / len(videos)
+    att = None if atts[0] is None else torch.cat(atts, -2)
+    return torch.cat(logits, -2), att, total / len(videos)
 
 
 def accuracy(scores: np.ndarray | torch.Tensor, labels: np.ndarray) -> dict:
     """Top-1, top-5 and mean per-class accuracy (over the classes present), as fractions."""
-    scores = torch.as_tensor(scores)
+    scores = torch.as_tensor(scores).cpu()
     labels = torch.as_tensor(labels)
     top = scores.topk(min(5, scores.shape[1]), dim=1).indices
     hit1 = top[:, 0] == labels
@@ -188,63 +244,142 @@ def accuracy(scores: np.ndarray | torch.Tensor, labels: np.ndarray) -> dict:
             "mean_class": float(np.mean(per_class))}
 
 
-def train(data: Data, head_cfg: HeadConfig, cfg: TrainConfig, progress: bool = False) -> Result:
+class Schedule:
+    """One head's learning rate per epoch: cosine to 0 over the epochs, or x0.1 when the validation loss
+    stalls (torch's ReduceLROnPlateau: relative threshold 1e-4, no cooldown)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg, self.lr, self.best, self.bad, self.reductions = cfg, cfg.lr, math.inf, 0, 0
+
+    def step(self, epoch: int, val_loss: float) -> bool:
+        """Set lr for the next epoch after `epoch`; False once the loss stalled again after the last reduction."""
+        if self.cfg.schedule == "cosine":
+            self.lr = self.cfg.lr * (1 + math.cos(math.pi * epoch / self.cfg.epochs)) / 2
+            return True
+        if val_loss < self.best * (1 - 1e-4):
+            self.best, self.bad = val_loss, 0
+        else:
+            self.bad += 1
+        if self.bad > self.cfg.patience:
+            self.bad = 0
+            if self.lr - self.lr * 0.1 > 1e-8:
+                self.lr *= 0.1
+                self.reductions += 1
+        return self.reductions <= self.cfg.reductions
+
+
+class Progress:
+    """One head's side of training: its lr schedule, best validation loss and history, epoch after epoch."""
+
+    def __init__(self, result: Result):
+        self.result, self.schedule, self.best_loss = result, Schedule(result.cfg), math.inf
+
+    def end_epoch(self, epoch: int, stats: dict, fault: str | None) -> tuple[bool, bool]:
+        """Record an epoch (train/val loss and accuracy, seconds) -> (improved: keep these weights, go on)."""
+        r = self.result
+        if fault:
+            r.stopped = (f"{fault} in epoch {epoch}; stopped and kept the last good checkpoint "
+                         f"(epoch {r.best_epoch}); lower --lr")
+            return False, False
+        improved = stats["val_loss"] < self.best_loss
+        if improved:
+            self.best_loss, r.best_epoch = stats["val_loss"], epoch
+        r.history.append({"epoch": epoch, **stats, "lr": self.schedule.lr})
+        return improved, self.schedule.step(epoch, stats["val_loss"])
+
+
+def train(data: Data, head_cfg: HeadConfig, cfg: TrainConfig, progress: bool = False,
+          device: str | torch.device = "cpu") -> Result:
     """Train head_cfg on data.train with cfg, keep the weights of the best validation loss, test on data.test.
 
     in_dim, num_classes and clips of head_cfg are taken from the data and cfg. A loss that turns NaN or
     infinite stops training and keeps the best checkpoint before it; Result.stopped says so.
     """
-    cfg.check()
+    return train_stack(data, head_cfg, [cfg], progress, device)[0]
+
+
+def train_stack(data: Data, head_cfg: HeadConfig, cfgs: list[TrainConfig], progress: bool = False,
+                device: str | torch.device = "cpu") -> list[Result]:
+    """Train one head of head_cfg per TrainConfig, all together as one Stack, each as `train` would alone.
+
+    The configs may differ only in PER_HEAD fields (seed, lr, weight decay, momentum, dampening, lambda, plateau
+    patience and reductions); every head has its own initialisation, batch order, clip sampling, learning
+    rate schedule, best-validation checkpoint and NaN guard. Results (CPU modules) come in the order of cfgs.
+    """
+    for cfg in cfgs:
+        cfg.check()
+    base = cfgs[0]
+    if any(shared_part(c) != shared_part(base) for c in cfgs):
+        raise ValueError(f"heads trained together may differ only in {', '.join(PER_HEAD)}")
     head_cfg = replace(head_cfg, in_dim=data.table.features.shape[1], num_classes=len(data.class_names),
-                       clips=cfg.clips)
+                       clips=base.clips)
     head_cfg.check()
     check_data(data)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    std = Standardizer.fit(data.table, data.train) if cfg.standardize else Standardizer.identity(head_cfg.in_dim)
-    head = build(head_cfg)
-    result = Result(head, head_cfg, cfg, std)
-    opt = make_optimizer(head.parameters(), cfg)
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    else:
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=cfg.patience)
-    best_loss, best_state, reductions = math.inf, copy.deepcopy(head.state_dict()), 0
-    bar = _progress(cfg.epochs, progress)
-    for epoch in range(1, cfg.epochs + 1):
-        t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        order = rng.permutation(data.train)
-        seen, total, correct, fault = fit_epoch(head, opt, batches(data.table, order, cfg, std, cfg.train_select, rng),
-                                                cfg.lam)
-        if fault:
-            result.stopped = (f"{fault} in epoch {epoch}; stopped and kept the last good checkpoint "
-                              f"(epoch {result.best_epoch}); lower --lr")
-            break
-        logits, _, val_loss = run_split(head, data.table, data.val, cfg, std)
-        if not math.isfinite(val_loss):
-            result.stopped = (f"validation loss turned {val_loss} in epoch {epoch}; stopped and kept the last good "
-                              f"checkpoint (epoch {result.best_epoch}); lower --lr")
-            break
-        if val_loss < best_loss:
-            best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
-        val_acc = (logits.argmax(1).numpy() == data.table.labels[data.val]).mean()
-        result.history.append({"epoch": epoch, "train_loss": total / seen, "train_acc": correct / seen,
-                               "val_loss": val_loss, "val_acc": float(val_acc), "lr": lr,
-                               "seconds": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{total / seen:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
+    device = torch.device(device)
+    std = Standardizer.fit(data.table, data.train) if base.standardize else Standardizer.identity(head_cfg.in_dim)
+    on_device = std.to(device)
+    heads = []
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)                                # each head starts as it would alone
+        heads.append(build(head_cfg))
+    results = [Result(h, head_cfg, c, std) for h, c in zip(heads, cfgs)]
+    heads_progress = [Progress(r) for r in results]
+    stack, lam = Stack(heads, device), torch.tensor([c.lam for c in cfgs], device=device)
+    opt = StackOptimizer(stack, cfgs)
+    rngs = {c.seed: np.random.default_rng(c.seed) for c in cfgs}    # heads of one seed share batches
+    best = {n: p.detach().clone() for n, p in stack.params.items()}
+    ids, lam_now = np.arange(len(cfgs)), lam                       # stack position -> index into cfgs; its lam
+    bar = _progress(base.epochs, progress)
+    for epoch in range(1, base.epochs + 1):
+        t0 = time.perf_counter()
+        opt.lr = torch.tensor([heads_progress[i].schedule.lr for i in ids], dtype=torch.float64, device=device)
+        seeds = list(dict.fromkeys(cfgs[i].seed for i in ids))
+        streams = [batches(data.table, rngs[s].permutation(data.train), base, on_device, base.train_select, rngs[s])
+                   for s in seeds]
+        stream_of = torch.tensor([seeds.index(cfgs[i].seed) for i in ids], device=device)
+        ep = fit_epoch(stack, opt, stacked(streams, stream_of), lam_now)
+        logits, _, val_loss = run_split(stack, data.table, data.val, base, on_device, lam_now)
+        val_acc = (logits.argmax(-1).cpu().numpy() == data.table.labels[data.val]).mean(-1)
+        val_loss, bad_batch, bad_loss = val_loss.cpu().numpy(), ep.bad_batch.cpu().numpy(), ep.bad_loss.cpu().numpy()
+        total, correct = ep.total.cpu().numpy(), ep.correct.cpu().numpy()
+        improved, going = np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=bool)
+        for pos, i in enumerate(ids):
+            fault = (f"loss turned {bad_loss[pos]} at batch {bad_batch[pos]}" if bad_batch[pos] else
+                     None if math.isfinite(val_loss[pos]) else f"validation loss turned {val_loss[pos]}")
+            stats = {"train_loss": total[pos] / ep.seen, "train_acc": correct[pos] / ep.seen,
+                     "val_loss": float(val_loss[pos]), "val_acc": float(val_acc[pos]),
+                     "seconds": time.perf_counter() - t0}
+            improved[pos], going[pos] = heads_progress[i].end_epoch(epoch, stats, fault)
+        for n, p in stack.params.items():                          # the best-validation checkpoints
+            best[n][torch.from_numpy(ids[improved]).to(device)] = p.detach()[torch.from_numpy(improved).to(device)]
+        if len(ids) == 1 and going[0]:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k != "seconds"})
         bar.update()
-        if cfg.schedule == "cosine":
-            sched.step()
-        else:
-            sched.step(val_loss)
-            if opt.param_groups[0]["lr"] < lr:
-                reductions += 1
-                if reductions > cfg.reductions:   # stalled again at the lr of the last allowed reduction
-                    break
+        if not going.all():                                        # stopped heads leave the stack
+            keep = torch.from_numpy(np.flatnonzero(going)).to(device)
+            stack.select(keep)
+            opt.select(keep)
+            ids, lam_now = ids[going], lam_now[keep]
+            if not len(ids):
+                break
     bar.close()
-    head.load_state_dict(best_state)
-    result.metrics = evaluate(result, data)[0]
-    return result
+    with torch.no_grad():
+        for i, r in enumerate(results):
+            for n, p in r.head.named_parameters():
+                p.copy_(best[n][i])
+    _test_stack(results, data, on_device, device)
+    return results
+
+
+def _test_stack(results: list[Result], data: Data, std: Standardizer, device: torch.device) -> None:
+    """Set each Result's val_metrics (with the loss) and test metrics, running the trained heads as one Stack."""
+    stack = Stack([r.head for r in results], device)
+    lam = torch.tensor([r.cfg.lam for r in results], device=device)
+    for videos, name in ((data.val, "val_metrics"), (data.test, "metrics")):
+        logits, _, loss = run_split(stack, data.table, videos, results[0].cfg, std, lam)
+        for i, r in enumerate(results):
+            m = accuracy(logits[i], data.table.labels[videos])
+            setattr(r, name, dict(m, loss=float(loss[i])) if name == "val_metrics" else m)
 
 
 def evaluate(result: Result, data: Data) -> tuple[dict, torch.Tensor]:
@@ -266,9 +401,11 @@ def clip_data(data: Data) -> Data:
                 data.class_names, data.notes)
 
 
-def fit_clip_classifier(data: Data, cfg: TrainConfig, progress: bool = False) -> Result:
-    """The C-Clip/D-Clips classifier: a linear layer trained on single clip descriptors labelled by their video."""
-    return train(clip_data(data), HeadConfig(name="linear"), replace(cfg, clips=1, lam=0.0), progress)
+def fit_clip_classifiers(data: Data, cfgs: list[TrainConfig], device: str | torch.device = "cpu") -> list[Result]:
+    """C-Clip/D-Clips classifiers, one per config (trained together): a linear layer on single clip
+    descriptors labelled by their video."""
+    return train_stack(clip_data(data), HeadConfig(name="linear"), [replace(c, clips=1, lam=0.0) for c in cfgs],
+                       device=device)
 
 
 def clip_scores(clf: Result, table: FeatureTable, videos: np.ndarray) -> np.ndarray:
