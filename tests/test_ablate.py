@@ -155,6 +155,14 @@ def test_stacked_runs_equal_runs_one_after_another(store, tmp_path):
         assert s["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
 
 
+def test_dropout_runs_train_alone(store, tmp_path):
+    """Dropout masks in a stack come from one generator, so heads with dropout never share a stack."""
+    said = []
+    runs, _, errors = ablate_store(str(store), check_grid(parse_grid("dropout=0.3;lam=0,1e-3;epochs=2")), 2, tmp_path,
+                                   jobs=1, threads=1, echo=said.append)
+    assert "; 5 stacks on cpu" in said[0] and [r["stack"] for r in runs] == [1] * 4 and not errors
+
+
 @pytest.mark.parametrize("device, message", [("mps", "only cpu and cuda are supported"),
                                              ("tpu", "not a device; use cpu, cuda or cuda:N")])
 def test_bad_device_is_refused(store, tmp_path, device, message):

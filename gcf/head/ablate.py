@@ -253,7 +253,8 @@ def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, fo
                         "best_epoch": r.best_epoch, "epochs_run": len(r.history), "stopped": r.stopped,
                         "head": asdict(r.head_cfg)} for r in results]
     except Exception as e:  # noqa: BLE001 (one broken stack never stops the grid; it is reported and retried)
-        return [{"key": key, "error": f"{type(e).__name__}: {e}"} for key in keys]
+        hint = "; lower --stack" if isinstance(e, torch.OutOfMemoryError) else ""
+        return [{"key": key, "error": f"{type(e).__name__}: {e}{hint}"} for key in keys]
     seconds = (time.perf_counter() - t0) / len(jobs)
     for record, key, cfg in zip(records, keys, cfgs):
         record.update(key=key, seconds=seconds, stack=len(jobs), gcf_version=__version__, train=asdict(cfg))
@@ -287,9 +288,10 @@ def make_stacks(todo: dict[str, Job], in_dim: int, classes: int, size: int,
         groups.setdefault((head, shared_part(job.train)), {})[key] = job
     stacks = []
     for (head, _), members in groups.items():
-        items = list(members.items())
-        n = min(len(items), max(-(-len(items) // size), round(jobs * len(items) / len(todo))))
-        stacks += [(head, dict(items[i::n])) for i in range(n)]
+        items = sorted(members.items(), key=lambda kj: kj[1].train.seed)   # fewer seeds per stack: fewer batches
+        alone = head is not None and head.dropout > 0      # their dropout masks would depend on the stack
+        n = len(items) if alone else min(len(items), max(-(-len(items) // size), round(jobs * len(items) / len(todo))))
+        stacks += [(head, dict(items[i * len(items) // n:(i + 1) * len(items) // n])) for i in range(n)]
     return sorted(stacks, key=lambda s: -sum(map(cost, s[1].values())))
 
 
@@ -408,5 +410,7 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
         click.echo(line)
     click.echo(f"{len(rows)} runs in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")
     if errors:
-        raise GcfError(f"{len(errors)} of {len(runs) + seeds} runs failed (first: {errors[0]}); "
+        lost = seeds - len(base) // len(BASELINES)
+        failed = f"{len(runs) - len(rows)} of {len(runs)} runs" + (f" and {lost} of {seeds} clip baselines" if lost else "")
+        raise GcfError(f"{failed} failed (first: {errors[0]}); "
                        f"the others are in {out_dir}; rerun the same command to retry the failed ones")

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from gcf.head.registry import HeadConfig, HeadOutput, masked_mean, register
+from gcf.head.registry import HeadConfig, HeadOutput, dropout, masked_mean, register
 
 
 class BA(nn.Module):
@@ -85,7 +85,7 @@ class GCFHead(nn.Module):
         self.gate = {"paper": lambda: PaperGate(cfg.clips, cfg.reduction),
                      "clip": lambda: ClipGate(width, cfg.reduction),
                      None: lambda: None}[gate]()
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg.dropout)
         self.w3 = nn.Linear(width, cfg.num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> HeadOutput:

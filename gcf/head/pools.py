@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from gcf.head.registry import HeadConfig, HeadOutput, masked_mean, register
+from gcf.head.registry import HeadConfig, HeadOutput, dropout, masked_mean, register
 
 
 class LinearHead(nn.Module):
@@ -15,7 +15,7 @@ class LinearHead(nn.Module):
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg.dropout)
         self.w3 = nn.Linear(cfg.in_dim, cfg.num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> HeadOutput:
@@ -28,7 +28,7 @@ class MaxPoolHead(nn.Module):
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.proj = nn.Linear(cfg.in_dim, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg.dropout)
         self.w3 = nn.Linear(cfg.dim, cfg.num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> HeadOutput:
@@ -42,7 +42,7 @@ class AttentionPoolHead(nn.Module):
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.score = nn.Sequential(nn.Linear(cfg.in_dim, cfg.dim), nn.Tanh(), nn.Linear(cfg.dim, 1))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg.dropout)
         self.w3 = nn.Linear(cfg.in_dim, cfg.num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> HeadOutput:

@@ -184,7 +184,7 @@ class Epoch:
     """One optimisation pass of a Stack: per head the summed loss, correct videos and its first bad batch."""
 
     seen: int
-    total: torch.Tensor      # [K] summed loss over the batches the head trained on
+    total: torch.Tensor      # [K] summed loss (float64) over the batches the head trained on
     correct: torch.Tensor    # [K]
     bad_batch: torch.Tensor  # [K] first batch (1-based) whose loss was not finite, 0 if none
     bad_loss: torch.Tensor   # [K] that loss
@@ -194,26 +194,25 @@ def fit_epoch(stack: Stack, opt: StackOptimizer, batches, lam: torch.Tensor) -> 
     """One optimisation pass over (x, mask, y) batches; a head stops at its first batch whose loss is not
     finite, before that batch changes its weights. No host sync per step: a GPU runs ahead."""
     stack.train()
-    k = len(stack)
-    device = lam.device
-    active = torch.ones(k, dtype=torch.bool, device=device)
-    ep = Epoch(0, torch.zeros(k, device=device), torch.zeros(k, dtype=torch.long, device=device),
-               torch.zeros(k, dtype=torch.long, device=device), torch.zeros(k, device=device))
-    for step, (x, mask, y) in enumerate(batches, 1):
+    active = torch.ones(len(stack), dtype=torch.bool, device=lam.device)
+    losses, hits, sizes = [], [], []
+    for x, mask, y in batches:
         out = stack(x, mask)
         loss = objective(out, y, lam)
-        finite = torch.isfinite(loss)
-        bad = active & ~finite
-        ep.bad_batch = torch.where(bad, step, ep.bad_batch)
-        ep.bad_loss = torch.where(bad, loss.detach(), ep.bad_loss)
-        active = active & finite
+        active = active & torch.isfinite(loss)
         stack.zero_grad()
         torch.where(active, loss, 0.0).sum().backward()
         opt.step(active)
-        ep.seen += y.shape[-1]
-        ep.total += torch.where(active, loss.detach(), 0.0) * y.shape[-1]
-        ep.correct += torch.where(active, (out.logits.argmax(-1) == y).sum(-1), 0)
-    return ep
+        losses.append(loss.detach())
+        hits.append((out.logits.argmax(-1) == y).sum(-1))
+        sizes.append(y.shape[-1])
+    loss, bad = torch.stack(losses), ~torch.isfinite(torch.stack(losses))          # [steps, K]
+    trained = ~bad.cumsum(0).bool()                                  # the head's steps before its first bad one
+    n = torch.tensor(sizes, dtype=torch.float64, device=loss.device)[:, None]
+    first = bad.int().argmax(0)                                      # first bad step (0 where none)
+    return Epoch(sum(sizes), (torch.where(trained, loss, 0.0).double() * n).sum(0),
+                 torch.where(trained, torch.stack(hits), 0).sum(0), torch.where(bad.any(0), first + 1, 0),
+                 loss.gather(0, first[None])[0])
 
 
 def run_split(head, table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Standardizer,
@@ -226,7 +225,7 @@ def run_split(head, table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, s
     with torch.no_grad():
         for x, mask, y in batches(table, videos, cfg, std, cfg.select):
             out = head(x, mask)
-            total = total + objective(out, y, lam) * len(y)
+            total = total + objective(out, y, lam).double() * len(y)   # summed in float64, like Python floats
             logits.append(out.logits)
             atts.append(out.att)
     att = None if atts[0] is None else torch.cat(atts, -2)
@@ -305,6 +304,8 @@ def train_stack(data: Data, head_cfg: HeadConfig, cfgs: list[TrainConfig], progr
     The configs may differ only in PER_HEAD fields (seed, lr, weight decay, momentum, dampening, lambda, plateau
     patience and reductions); every head has its own initialisation, batch order, clip sampling, learning
     rate schedule, best-validation checkpoint and NaN guard. Results (CPU modules) come in the order of cfgs.
+    With dropout > 0 the stack draws every head's masks from torch's one generator, so such a head equals its
+    run alone only in a stack of one (gcf ablate trains them one by one).
     """
     for cfg in cfgs:
         cfg.check()
@@ -346,7 +347,7 @@ def train_stack(data: Data, head_cfg: HeadConfig, cfgs: list[TrainConfig], progr
         for pos, i in enumerate(ids):
             fault = (f"loss turned {bad_loss[pos]} at batch {bad_batch[pos]}" if bad_batch[pos] else
                      None if math.isfinite(val_loss[pos]) else f"validation loss turned {val_loss[pos]}")
-            stats = {"train_loss": total[pos] / ep.seen, "train_acc": correct[pos] / ep.seen,
+            stats = {"train_loss": float(total[pos] / ep.seen), "train_acc": float(correct[pos] / ep.seen),
                      "val_loss": float(val_loss[pos]), "val_acc": float(val_acc[pos]),
                      "seconds": time.perf_counter() - t0}
             improved[pos], going[pos] = heads_progress[i].end_epoch(epoch, stats, fault)
@@ -355,13 +356,13 @@ def train_stack(data: Data, head_cfg: HeadConfig, cfgs: list[TrainConfig], progr
         if len(ids) == 1 and going[0]:
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k != "seconds"})
         bar.update()
+        if not going.any():
+            break
         if not going.all():                                        # stopped heads leave the stack
             keep = torch.from_numpy(np.flatnonzero(going)).to(device)
             stack.select(keep)
             opt.select(keep)
             ids, lam_now = ids[going], lam_now[keep]
-            if not len(ids):
-                break
     bar.close()
     with torch.no_grad():
         for i, r in enumerate(results):
