@@ -16,7 +16,8 @@ def check_device(device: str) -> None:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GcfError(f"--device {device}: CUDA is not available to torch {torch.__version__}; use --device cpu")
     if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise GcfError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices; "
-                       f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}, or --device cpu")
+        count = torch.cuda.device_count()
+        raise GcfError(f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+                       "use one of them or --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise GcfError(f"--device {device}: only cpu and cuda are supported")

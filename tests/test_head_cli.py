@@ -80,8 +80,9 @@ def test_train_head_default_out_and_existing_run(store, run, tmp_path):
 
 
 def test_bad_hyper_parameters_and_nan_loss(store, tmp_path):
-    proc = run_gcf("train-head", store, "--device", "cuda:7" if torch.cuda.is_available() else "cuda", check=False)
-    assert proc.returncode == 2 and "--device cuda" in proc.stderr and "use --device cpu" in proc.stderr
+    beyond = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"   # not there, or no CUDA
+    proc = run_gcf("train-head", store, "--device", beyond, check=False)
+    assert proc.returncode == 2 and f"--device {beyond}: " in proc.stderr and "--device cpu" in proc.stderr
     proc = run_gcf("train-head", store, "--lr", "-1", check=False)
     assert proc.returncode == 2 and "invalid hyper-parameter: lr must be a positive number" in proc.stderr
     proc = run_gcf("train-head", store, "--out", tmp_path / "nan", "--dim", "8", "--lr", "1e30", check=False)

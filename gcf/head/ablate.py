@@ -253,7 +253,7 @@ def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, fo
                         "best_epoch": r.best_epoch, "epochs_run": len(r.history), "stopped": r.stopped,
                         "head": asdict(r.head_cfg)} for r in results]
     except Exception as e:  # noqa: BLE001 (one broken stack never stops the grid; it is reported and retried)
-        hint = "; lower --stack" if isinstance(e, torch.OutOfMemoryError) else ""
+        hint = "; lower --stack" if isinstance(e, torch.cuda.OutOfMemoryError) else ""
         return [{"key": key, "error": f"{type(e).__name__}: {e}{hint}"} for key in keys]
     seconds = (time.perf_counter() - t0) / len(jobs)
     for record, key, cfg in zip(records, keys, cfgs):
@@ -375,7 +375,8 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
               "--grid keys replace its keys.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Train every configuration with seeds 0..N-1.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Parallel training processes [default: the cores].")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Parallel training processes [default: the cores; 1 with --device cuda].")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per job [default: cores // jobs].")
 @click.option("--stack", type=click.IntRange(min=1),
               help=f"Most runs of one head shape trained together [default: {STACK['cpu']} on cpu, "
@@ -410,7 +411,7 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
         click.echo(line)
     click.echo(f"{len(rows)} runs in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")
     if errors:
-        lost = seeds - len(base) // len(BASELINES)
-        failed = f"{len(runs) - len(rows)} of {len(runs)} runs" + (f" and {lost} of {seeds} clip baselines" if lost else "")
+        lost = {"runs": (len(runs) - len(rows), len(runs)), "clip baselines": (seeds - len(base) // len(BASELINES), seeds)}
+        failed = " and ".join(f"{n} of {total} {what}" for what, (n, total) in lost.items() if n)
         raise GcfError(f"{failed} failed (first: {errors[0]}); "
                        f"the others are in {out_dir}; rerun the same command to retry the failed ones")

@@ -42,7 +42,8 @@ class Stack:
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        """Every parameter as [K, ...]; update them in place under no_grad."""
+        """Every parameter as [K, ...]; update them in place under no_grad (in a stack of one these are views
+        of the head's own parameters: read gradients with grads(), not their .grad)."""
         return {n: p.unsqueeze(0) for n, p in self.leaves.items()} if self.single else self.leaves
 
     def grads(self) -> dict[str, torch.Tensor | None]:
