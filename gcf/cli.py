@@ -55,3 +55,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="gcf")
 def main() -> None:
     """GCF-Net video action recognition: extract clip features once, train fusion heads in minutes."""
+
+
+if __name__ == "__main__":
+    main()

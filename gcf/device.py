@@ -19,5 +19,7 @@ def check_device(device: str) -> None:
         count = torch.cuda.device_count()
         raise GcfError(f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
                        "use one of them or --device cpu")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise GcfError(f"--device {device}: the CPU has no device index; use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise GcfError(f"--device {device}: only cpu and cuda are supported")

@@ -1,6 +1,7 @@
 """`gcf ablate` on a real synthetic store on disk: outputs, cache reuse, resuming after a kill, bad grids."""
 
 import csv
+import fcntl
 import json
 import os
 import signal
@@ -108,11 +109,17 @@ def test_extended_grid_trains_only_the_new_points(store, tmp_path):
                                    threads=1, echo=said.append)
     assert said[1].startswith("2 runs: 1 cached, 1 new; clip baselines: 1 cached, 0 new")
     assert len(runs) == 2 and not errors
-    (tmp_path / "cache" / f"{runs[0]['key']}.json").write_text('{"metrics": ')    # a torn or corrupt record
-    again, _, _ = ablate_store(str(store), check_grid({"dim": [8, 16], "epochs": [2]}), 1, tmp_path, jobs=1,
-                               threads=1, echo=said.append)
-    assert said[2].startswith("2 runs: 1 cached, 1 new")
-    assert [dict(r, seconds=0) for r in again] == [dict(r, seconds=0) for r in runs]   # retrained: same numbers
+    record = tmp_path / "cache" / f"{runs[0]['key']}.json"
+    good = json.loads(record.read_text())
+    wrong_type = dict(good, metrics=dict(good["metrics"], top1="oops"))
+    for bad in ('{"metrics": ', "{}", "[1]", json.dumps(wrong_type)):   # torn, empty, not a record, wrong type
+        record.write_text(bad)
+        said.clear()
+        again, _, _ = ablate_store(str(store), check_grid({"dim": [8, 16], "epochs": [2]}), 1, tmp_path, jobs=1,
+                                   threads=1, echo=said.append)
+        assert said[0] == (f"1 cache record unreadable or incomplete (first: {record}); training them again")
+        assert said[1].startswith("2 runs: 1 cached, 1 new")
+        assert [dict(r, seconds=0) for r in again] == [dict(r, seconds=0) for r in runs]   # retrained: same numbers
 
 
 def test_a_failing_run_is_reported_not_cached(tmp_path):
@@ -164,7 +171,8 @@ def test_dropout_runs_train_alone(store, tmp_path):
 
 
 @pytest.mark.parametrize("device, message", [("mps", "only cpu and cuda are supported"),
-                                             ("tpu", "not a device; use cpu, cuda or cuda:N")])
+                                             ("tpu", "not a device; use cpu, cuda or cuda:N"),
+                                             ("cpu:5", "the CPU has no device index; use --device cpu")])
 def test_bad_device_is_refused(store, tmp_path, device, message):
     code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--device", device, "--out", tmp_path / "o")
     assert code == 2 and message in stderr and not (tmp_path / "o").exists()
@@ -224,6 +232,8 @@ def test_grid_parsing_and_files(tmp_path):
     ("head=nope", "unknown head 'nope'; choose one of"),
     ("recipe=fast", "unknown recipe 'fast'"),
     ("lr=-1", "lr must be a positive number"),
+    ("lam=inf", "lam must be a finite number >= 0, got inf"),
+    ("momentum=nan;optimizer=sgd", "momentum must be a finite number >= 0, got nan"),
     ("dim=", "grid key 'dim' has no values"),
     ("dim", "is not key=value"),
     ("dim=1;dim=2", "given twice"),
@@ -238,6 +248,9 @@ def test_bad_grid_files(tmp_path, monkeypatch):
     (tmp_path / "g.json").write_text('{"dim": [256, 512.5]}')
     with pytest.raises(GcfError, match="512.5 is not an integer"):
         check_grid(read_grid_file(tmp_path / "g.json"))
+    (tmp_path / "twice.json").write_text('{"dim": [16], "dim": [32]}')
+    with pytest.raises(GcfError, match="not valid JSON \\(key 'dim' is given twice\\)"):
+        read_grid_file(tmp_path / "twice.json")
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(GcfError, match="must be a mapping"):
         read_grid_file(tmp_path / "list.json")
@@ -249,6 +262,9 @@ def test_bad_grid_files(tmp_path, monkeypatch):
     with pytest.raises(GcfError, match=r"need pyyaml \(pip install 'gcf\[yaml\]'\); or write the grid as JSON"):
         read_grid_file(tmp_path / "g.yaml")
     assert "standardize" in GRID_KEYS and "seed" not in GRID_KEYS and "in_dim" not in GRID_KEYS
+    assert check_grid(parse_grid("lam=-0,0,0.0")) == {"lam": [0.0]} and str(check_grid({"lam": [-0.0]})) == "{'lam': [0.0]}"
+    with pytest.raises(GcfError, match=r"False is not a string \(YAML reads off/on/yes/no as booleans: quote it\)"):
+        check_grid({"norm": [False]})
 
 
 def test_cli_refuses_bad_and_too_large_grids_before_training(store, tmp_path):
@@ -266,6 +282,20 @@ def test_cli_refuses_bad_and_too_large_grids_before_training(store, tmp_path):
     (tmp_path / "run" / "config.json").write_text("{}")
     code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--out", tmp_path / "run")
     assert code == 2 and "is not a `gcf ablate` output" in stderr
+    code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--out", tmp_path / "run" / "config.json")
+    assert code == 2 and "config.json: is a file, not a directory; choose another --out" in stderr
+    code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--out", tmp_path / "run" / "config.json" / "x")
+    assert code == 2 and "x: cannot create the output directory (Not a directory); choose another --out" in stderr
+    (tmp_path / "g.json").write_text('{"dim": [null]}')
+    code, _, stderr = gcf_in_process("ablate", store, "--grid-file", tmp_path / "g.json", "--out", out)
+    assert code == 2 and f"{tmp_path / 'g.json'}: grid key 'dim': None is not an integer" in stderr
+    assert not out.exists()
+    (out / "cache").mkdir(parents=True)
+    with open(out / "cache" / ".lock", "w") as lock:                     # as another `gcf ablate` holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--out", out)
+    assert code == 2 and "another `gcf ablate` is running on it; wait for it to end, or choose another --out" in stderr
+    assert list((out / "cache").iterdir()) == [out / "cache" / ".lock"]  # nothing trained
 
 
 def test_reports_with_a_missing_point_and_one_seed(tmp_path):
@@ -286,3 +316,60 @@ def test_reports_with_a_missing_point_and_one_seed(tmp_path):
     assert said[0] == "best on validation: head=fusion-only, dim=8: test top-1 30.00 ± 14.14%"
     assert (tmp_path / "fig3a_dim.png").exists() and (tmp_path / "table2_modules.png").exists()
     assert len(rows(tmp_path / "results.csv")) == 6
+    # a later grid without dim: no stale fig3a; a failed run and a diverged one are named, not hidden
+    results = [{k: v for k, v in r.items() if k != "dim"} for r in results if r["dim"] == 8]
+    results[0]["stopped"] = "training loss turned nan in epoch 2; stopped and kept the last good checkpoint"
+    failed = [{"head": "transformer", "seed": 0, "error": "RuntimeError: boom"}]
+    said = write_reports(tmp_path, ["head"], results, base, "store.zarr", failed)
+    summary = (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "fig3a_dim.png").exists() and "not drawn: fig3a_dim.png" in summary
+    assert "## Failed (not in the tables; rerun the same command to retry them)\n\n" \
+           "- head=transformer, seed 0: RuntimeError: boom" in summary
+    assert "- head=gcf, seed 0: training loss turned nan in epoch 2" in summary
+    assert said[-1].startswith("1 run stopped early (first: head=gcf, seed 0: training loss turned nan")
+
+
+def test_random_clip_selection_reproduces_and_leftovers_go(store, tmp_path):
+    """select=random evaluates the same clips every time, so two runs of one config agree (cache stays true)."""
+    grid = ["--grid", "dim=8;epochs=3;select=random", "--seeds", "2", "--jobs", "1"]
+    for out in ("a", "b"):
+        code, _, stderr = gcf_in_process("ablate", store, *grid, "--out", tmp_path / out)
+        assert code == 0, stderr
+    a, b = rows(tmp_path / "a" / "results.csv"), rows(tmp_path / "b" / "results.csv")
+    assert [(r["top1"], r["val_loss"]) for r in a] == [(r["top1"], r["val_loss"]) for r in b]
+    cache = tmp_path / "a" / "cache"
+    (cache / "features-0123").mkdir()                                  # what a killed run leaves
+    (cache / ".k.json.123.tmp").write_text("{")
+    code, stdout, _ = gcf_in_process("ablate", store, *grid, "--out", tmp_path / "a")
+    assert code == 0 and "2 runs: 2 cached, 0 new" in stdout
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".json")) == [".lock"]
+
+
+def test_a_killed_worker_fails_its_runs_not_the_grid(store, tmp_path):
+    """A worker killed by the OS (out of memory, say): one error line, reports written, a rerun finishes."""
+    out = tmp_path / "out"
+    args = ["ablate", str(store), "--grid", "dim=4,8,12,16;epochs=40", "--seeds", "2", "--jobs", "2",
+            "--threads", "1", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "gcf", *args], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.monotonic() + 120, None
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        for child in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split():
+            try:
+                cmdline = open(f"/proc/{child}/cmdline").read()
+            except OSError:
+                continue
+            if "popen_loky" in cmdline:                                # a loky worker, not its resource tracker
+                os.kill(int(child), signal.SIGKILL)
+                killed = child
+                break
+        time.sleep(0.01)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert killed is not None and proc.returncode == 2, stderr
+    assert "failed (first: a worker process died (TerminatedWorkerError" in stderr
+    assert "rerun the same command to retry the failed ones" in stderr and "Traceback" not in stderr
+    assert "## Failed" in (out / "summary.md").read_text()
+    assert not list((out / "cache").glob("features-*"))
+    code, stdout, stderr = gcf_in_process(*args)
+    assert code == 0, stderr
+    assert len(rows(out / "results.csv")) == 8

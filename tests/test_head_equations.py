@@ -145,3 +145,11 @@ def test_invalid_config_names_the_field():
         HeadConfig(dim=0).check()
     with pytest.raises(ValueError, match="unknown head"):
         HeadConfig(name="nope").check()
+
+
+@pytest.mark.parametrize("dim, heads", [(32, 1), (128, 2), (129, 1), (192, 3), (200, 2), (256, 4)])
+def test_transformer_builds_for_any_width(dim, heads):
+    """Attention heads are ~64 wide and must divide D: any D >= 1 builds (D=129 once failed in nn.MultiheadAttention)."""
+    head = build(HeadConfig(name="transformer", in_dim=D_IN, num_classes=K, clips=C, dim=dim)).eval()
+    assert head.encoder.layers[0].self_attn.num_heads == heads
+    assert head(torch.randn(2, C, D_IN), torch.ones(2, C, dtype=torch.bool)).logits.shape == (2, K)

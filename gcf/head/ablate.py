@@ -9,12 +9,15 @@ an extended grid trains only what is new. C-Clip and D-Clips are evaluated once 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
 import os
 import shutil
 import time
+from concurrent.futures import BrokenExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from tqdm import tqdm
 from gcf import __version__
 from gcf.device import check_device
 from gcf.errors import GcfError
-from gcf.head.ablate_report import BASELINES, result_row, write_reports
+from gcf.head.ablate_report import BASELINES, plural, result_row, write_reports
 from gcf.head.complexity import complexity
 from gcf.head.data import Data, load_store
 from gcf.head.registry import HEADS, HeadConfig, canonical
@@ -75,7 +78,7 @@ def read_grid_file(path: str) -> dict[str, list]:
                            "or write the grid as JSON") from e
         load, errors = yaml.safe_load, (yaml.YAMLError,)
     elif p.suffix.lower() == ".json":
-        load, errors = json.loads, (ValueError,)
+        load, errors = lambda text: json.loads(text, object_pairs_hook=_unique), (ValueError,)
     else:
         raise GcfError(f"{path}: a grid file must end in .json, .yaml or .yml")
     try:
@@ -85,6 +88,15 @@ def read_grid_file(path: str) -> dict[str, list]:
     if not isinstance(grid, dict):
         raise GcfError(f"{path}: the grid must be a mapping of key -> list of values, e.g. {{\"dim\": [256, 512]}}")
     return {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
+
+
+def _unique(pairs: list[tuple]) -> dict:
+    """A JSON object that names no key twice (json.loads would keep the last silently)."""
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ValueError(f"key {k!r} is given twice")
+    return dict(pairs)
 
 
 def _default(key: str):
@@ -99,14 +111,15 @@ def parse_value(key: str, value):
         try:
             if kind is bool:
                 return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[text]
-            return kind(text)
+            return kind(text) + (0.0 if kind is float else 0)
         except (KeyError, ValueError):
             raise GcfError(f"grid key {key!r}: {value!r} is not {KINDS[kind]}") from None
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(value) + 0.0     # -0.0 -> 0.0: one value, one cache key
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise GcfError(f"grid key {key!r}: {value!r} is not {KINDS[kind]}")
+    quote = " (YAML reads off/on/yes/no as booleans: quote it)" if kind is str and isinstance(value, bool) else ""
+    raise GcfError(f"grid key {key!r}: {value!r} is not {KINDS[kind]}{quote}")
 
 
 def check_grid(grid: dict[str, list]) -> dict[str, list]:
@@ -254,7 +267,7 @@ def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, fo
                         "head": asdict(r.head_cfg)} for r in results]
     except Exception as e:  # noqa: BLE001 (one broken stack never stops the grid; it is reported and retried)
         hint = "; lower --stack" if isinstance(e, torch.cuda.OutOfMemoryError) else ""
-        return [{"key": key, "error": f"{type(e).__name__}: {e}{hint}"} for key in keys]
+        return [{"key": key, "error": f"{type(e).__name__}: {first_line(e)}{hint}"} for key in keys]
     seconds = (time.perf_counter() - t0) / len(jobs)
     for record, key, cfg in zip(records, keys, cfgs):
         record.update(key=key, seconds=seconds, stack=len(jobs), gcf_version=__version__, train=asdict(cfg))
@@ -262,13 +275,21 @@ def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, fo
     return records
 
 
-def cached(path: Path) -> dict | None:
-    """A cached record, or None when absent or unreadable (then it is trained again)."""
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def cached(path: Path, run: bool) -> dict | None:
+    """A cached run (or clip baseline) record, or None when absent, unreadable or incomplete: then it is
+    trained again."""
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        values = result_row(record) if run else {f"{n}.{m}": record["baselines"][n][m]
+                                                  for n in BASELINES for m in ("top1", "top5", "mean_class")}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return record if isinstance(record, dict) and "error" not in record else None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in values.items() if k != "stopped")
+    return record if numbers and isinstance(values.get("stopped", ""), str) else None
 
 
 def cost(job: Job) -> float:
@@ -302,9 +323,14 @@ def run_all(stacks: list[tuple[HeadConfig | None, dict]], folder: Path, class_na
                                 str(cache), device) for head, members in stacks)
     records = []
     with tqdm(total=sum(len(m) for _, m in stacks), desc="runs", unit="run", leave=False) as bar:
-        for done in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
-            records += done
-            bar.update(len(done))
+        try:
+            for done in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
+                records += done
+                bar.update(len(done))
+        except BrokenExecutor as e:   # a worker died (killed, out of memory, crashed): the rest fail, are retried
+            returned = {r["key"] for r in records}
+            error = f"a worker process died ({type(e).__name__}: {first_line(e)})"
+            records += [{"key": k, "error": error} for _, m in stacks for k in m if k not in returned]
     return records
 
 
@@ -316,29 +342,54 @@ def baseline_record(store: Store) -> dict | None:
     return {"baselines": clip_baselines(store.backbone_probs, d.table, d.test), "seconds": 0.0}
 
 
-def check_out(out: Path) -> None:
-    """Refuse an --out that is a non-empty directory but not an ablation output (it has no cache/)."""
-    if out.exists() and any(out.iterdir()) and not (out / "cache").is_dir():
+@contextmanager
+def open_out(out: Path):
+    """Own the output directory for a run: create it, refuse one that is not an ablation output, lock it so a
+    second `gcf ablate` on it is refused (not interleaved), and remove what killed runs left in its cache."""
+    if out.exists() and not out.is_dir():
+        raise GcfError(f"{out}: is a file, not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "cache").is_dir():
         raise GcfError(f"{out}: exists and is not a `gcf ablate` output (no cache/); choose another --out")
+    try:
+        (out / "cache").mkdir(parents=True, exist_ok=True)
+        lock = open(out / "cache" / ".lock", "w")
+    except OSError as e:
+        raise GcfError(f"{out}: cannot create the output directory ({e.strerror}); choose another --out") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GcfError(f"{out}: another `gcf ablate` is running on it; wait for it to end, "
+                           "or choose another --out") from None
+        for left in (out / "cache").glob("features-*"):     # the shared features of a killed run
+            shutil.rmtree(left, ignore_errors=True)
+        for left in (out / "cache").glob(".*.tmp"):          # a record a killed run was writing
+            left.unlink(missing_ok=True)
+        yield
 
 
 def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, jobs: int, threads: int | None = None,
                  stack: int | None = None, device: str = "cpu",
-                 echo=print) -> tuple[list[dict], list[dict], list[str]]:
-    """Run every grid point x seed (cached) and the clip baselines -> (run rows, baseline rows, errors).
+                 echo=print) -> tuple[list[dict], list[dict], list[dict]]:
+    """Run every grid point x seed (cached) and the clip baselines -> (run rows, baseline rows, failures: the
+    grid point, seed and error of each run or clip baseline that failed). The caller holds open_out(out).
 
     Runs that can are trained together in stacks of at most `stack` heads (default STACK[device type]);
     `jobs` processes train stacks at once with `threads` torch threads each (default: cores // jobs).
     """
     runs, clip_jobs = expand(grid, seeds)
-    check_out(out)
     store = read_store(store_path)
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     d, k = store.data.table.features.shape[1], len(store.data.class_names)
     keys = {j: j.key(store.fingerprint, d, k) for j in runs + clip_jobs}
-    records = {key: (baseline_record(store) if job.head is None else None) or cached(cache / f"{key}.json")
+    records = {key: (baseline_record(store) if job.head is None else None) or cached(cache / f"{key}.json",
+                                                                                      job.head is not None)
                for job, key in keys.items()}
+    bad = sorted({key for key, r in records.items() if r is None and (cache / f"{key}.json").exists()})
+    if bad:
+        echo(f"{plural(len(bad), 'cache record')} unreadable or incomplete (first: {cache / bad[0]}.json); "
+             "training them again")
     todo = {key: j for j, key in keys.items() if records[key] is None}      # one run per distinct key
     new = sum(j.head is not None for j in todo.values())
     same = sum(records[keys[j]] is None for j in runs) - new
@@ -348,22 +399,28 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
     echo(f"{len(runs)} runs: {len(runs) - new - same} cached, {new} new"
          + (f", {same} the same as another run (settings their head ignores)" if same else "")
          + f"; clip baselines: {len(clip_jobs) - (len(todo) - new)} cached, {len(todo) - new} new"
-         + (f"; {len(stacks)} stacks on {device}, {jobs} jobs x {threads} torch threads" if todo else ""))
-    errors = []
+         + (f"; {plural(len(stacks), 'stack')} on {device}, {plural(jobs, 'job')} x "
+            f"{plural(threads, 'torch thread')}" if todo else ""))
+    errors = {}
     if todo:
         folder = cache / f"features-{store.fingerprint}"
-        share(store.data, folder)
-        for record in run_all(stacks, folder, store.data.class_names, jobs, threads, cache, device):
-            if "error" in record:
-                errors.append(record["error"])
-            else:
-                records[record["key"]] = record
-        shutil.rmtree(folder)
+        try:
+            share(store.data, folder)
+            for record in run_all(stacks, folder, store.data.class_names, jobs, threads, cache, device):
+                if "error" in record:
+                    errors[record["key"]] = record["error"]
+                else:
+                    records[record["key"]] = record
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     rows = [dict(job.point, seed=job.train.seed, **result_row(records[keys[job]]), key=keys[job])
             for job in runs if records[keys[job]] is not None]
     base = [{"seed": job.train.seed, "method": name, **records[keys[job]]["baselines"][name]}
             for job in clip_jobs if records[keys[job]] is not None for name in BASELINES]
-    return rows, base, errors
+    failed = [dict(job.point, seed=job.train.seed, error=errors[keys[job]]) for job in runs if keys[job] in errors]
+    failed += [{"seed": job.train.seed, "method": " and ".join(BASELINES), "error": errors[keys[job]]}
+               for job in clip_jobs if keys[job] in errors]
+    return rows, base, failed
 
 
 # ---------------------------------------------------------------------------------------------------- the command
@@ -393,9 +450,14 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
     check_device(device)
     if grid_text is None and grid_file is None:
         raise GcfError("no grid; give --grid 'key=v1,v2;...' or --grid-file GRID.json, e.g. --grid 'dim=256,512'")
-    grid = read_grid_file(grid_file) if grid_file else {}
-    grid.update(parse_grid(grid_text or ""))
-    grid = check_grid(grid)
+    grid = {}
+    if grid_file:
+        try:
+            grid = check_grid(read_grid_file(grid_file))
+        except GcfError as e:
+            raise GcfError(e if str(e).startswith(grid_file) else f"{grid_file}: {e}") from None
+    if grid_text is not None:
+        grid.update(check_grid(parse_grid(grid_text)))
     runs, _ = expand(grid, seeds)
     configs = len(runs) // seeds
     click.echo(f"grid: {' x '.join(f'{len(v)} {k}' for k, v in grid.items())} = {configs} configurations "
@@ -406,12 +468,13 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
     out_dir = Path(out) if out else Path("runs") / f"ablate-{Path(store.rstrip('/')).stem}"
     t0 = time.perf_counter()
     jobs = jobs or (1 if device.startswith("cuda") else cpu_count())    # one process owns a GPU
-    rows, base, errors = ablate_store(store, grid, seeds, out_dir, jobs, threads, stack, device, click.echo)
-    for line in write_reports(out_dir, list(grid), rows, base, store):
-        click.echo(line)
-    click.echo(f"{len(rows)} runs in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")
-    if errors:
+    with open_out(out_dir):
+        rows, base, failed = ablate_store(store, grid, seeds, out_dir, jobs, threads, stack, device, click.echo)
+        for line in write_reports(out_dir, list(grid), rows, base, store, failed):
+            click.echo(line)
+    click.echo(f"{plural(len(rows), 'run')} in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")
+    if failed:
         lost = {"runs": (len(runs) - len(rows), len(runs)), "clip baselines": (seeds - len(base) // len(BASELINES), seeds)}
-        failed = " and ".join(f"{n} of {total} {what}" for what, (n, total) in lost.items() if n)
-        raise GcfError(f"{failed} failed (first: {errors[0]}); "
+        what = " and ".join(f"{n} of {total} {what}" for what, (n, total) in lost.items() if n)
+        raise GcfError(f"{what} failed (first: {failed[0]['error']}); "
                        f"the others are in {out_dir}; rerun the same command to retry the failed ones")

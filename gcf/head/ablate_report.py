@@ -21,6 +21,11 @@ AXES = (("dim", "fig3a_dim.png", "head width D"), ("layers", "fig3b_layers.png",
         ("clips", "clips.png", "clips per video C"))
 
 
+def plural(n: int, word: str) -> str:
+    """'1 run', '2 runs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def result_row(record: dict) -> dict:
     """A cached run record as the results.csv columns after the grid values and the seed."""
     m, v = record["metrics"], record["val"]
@@ -45,7 +50,8 @@ def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     out = []
     for point, rs in groups.items():
-        g = dict(zip(keys, point), seeds=len(rs), params=rs[0]["params"], mflops=rs[0]["mflops"])
+        g = dict(zip(keys, point), seeds=len(rs), params=rs[0]["params"], mflops=rs[0]["mflops"],
+                 stopped=sum(bool(r["stopped"]) for r in rs))
         for m in AVERAGED:
             a = np.array([r[m] for r in rs], dtype=float)
             g[m], g[f"{m}_std"] = a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0
@@ -77,28 +83,42 @@ def pm(g: dict, m: str) -> str:
     return f"{100 * g[m]:.2f}" + (f" ± {100 * g[f'{m}_std']:.2f}" if g.get("seeds", 1) > 1 else "")
 
 
-def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict], store: str) -> list[str]:
-    """Write results.csv, baselines.csv, summary.md and the plots into `out`; return lines to print."""
+def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict], store: str,
+                  failed: list[dict] = ()) -> list[str]:
+    """Write results.csv, baselines.csv, summary.md and the plots into `out`; return lines to print.
+
+    failed: the grid point, seed and error of runs that failed (listed in summary.md, not in the tables)."""
     write_csv(out / "results.csv", rows, [*keys, "seed", *COLUMNS, "key"])
     write_csv(out / "baselines.csv", base, ["seed", "method", "top1", "top5", "mean_class"])
     groups, baselines = summarize(rows, keys), baseline_stats(base)
-    drawn, skipped = plot_all(out, keys, groups, baselines)
+    heads = list(dict.fromkeys(r["head"] for r in rows)) if "head" in keys else [None]   # in grid order
+    drawn, skipped = plot_all(out, keys, groups, baselines, heads)
+    stopped = [r for r in rows if r["stopped"]]
+    grid_keys = [*keys, "method"]
+    where = lambda r: ", ".join(f"{k}={r[k]}" for k in grid_keys if k in r)  # noqa: E731 (a run's grid point)
     fixed = [k for k in keys if len({g[k] for g in groups}) == 1]
     common = [f"Same in every configuration: {', '.join(f'{k}={groups[0][k]}' for k in fixed)}.", ""] if fixed else []
     keys = [k for k in keys if k not in fixed]
     head = [*keys, "seeds", "top-1 %", "top-5 %", "mean class %", "val top-1 %", "params", "MFLOPs", "s/run"]
     lines = [f"# gcf ablate: {store}", "",
-             f"{len(groups)} configurations, {len(rows)} runs. Test-split accuracy, mean ± sample std over seeds, "
+             f"{plural(len(groups), 'configuration')}, {plural(len(rows), 'run')}. Test-split accuracy, mean ± sample std over seeds, "
              "sorted by test top-1. The plots pick configurations by validation top-1.", "", *common,
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
-        cells = [*(str(g[k]) for k in keys), str(g["seeds"]), pm(g, "top1"), pm(g, "top5"), pm(g, "mean_class"),
+        seeds = f"{g['seeds']}" + (f" ({g['stopped']} stopped early)" if g["stopped"] else "")
+        cells = [*(str(g[k]) for k in keys), seeds, pm(g, "top1"), pm(g, "top5"), pm(g, "mean_class"),
                  pm(g, "val_top1"), f"{g['params']:,}", f"{g['mflops']:.2f}", f"{g['seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Baselines (linear clip classifier, or the backbone's own clip logits)", "",
               "| method | seeds | top-1 % | top-5 % | mean class % |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {b['seeds']} | {pm(b, 'top1')} | {pm(b, 'top5')} | {pm(b, 'mean_class')} |"
               for n, b in baselines.items()]
+    if stopped:
+        lines += ["", "## Stopped early (in the tables with their last good checkpoint)", ""]
+        lines += [f"- {where(r)}, seed {r['seed']}: {r['stopped']}" for r in stopped]
+    if failed:
+        lines += ["", "## Failed (not in the tables; rerun the same command to retry them)", ""]
+        lines += [f"- {where(f)}, seed {f['seed']}: {f['error']}" for f in failed]
     lines += ["", "## Plots", ""] + [f"- {p}" for p in drawn] + [f"- not drawn: {s}" for s in skipped]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     said = []
@@ -108,32 +128,43 @@ def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict]
                     f"test top-1 {pm(best, 'top1')}%")
     said += [f"{n}: test top-1 {pm(b, 'top1')}%" for n, b in baselines.items()]
     said += [f"not drawn: {s}" for s in skipped]
+    if stopped:
+        said.append(f"{plural(len(stopped), 'run')} stopped early (first: {where(stopped[0])}, seed "
+                    f"{stopped[0]['seed']}: {stopped[0]['stopped']}); see summary.md")
     return said
 
 
-def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict) -> tuple[list[str], list[str]]:
-    """Draw the plots the grid supports -> (file names drawn, 'file (reason)' skipped)."""
+def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict,
+             heads: list[str | None]) -> tuple[list[str], list[str]]:
+    """Draw the plots the grid supports -> (file names drawn, 'file (reason)' skipped); a plot not drawn is
+    removed, so none is left from an earlier grid. heads: the grid's head names (None: no head key), each
+    with one colour in every plot."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     drawn, skipped = [], []
     if not groups:
-        return drawn, ["every plot (no finished runs)"]
-    heads = list(dict.fromkeys(g["head"] for g in groups)) if "head" in keys else [None]
+        skipped = ["every plot (no finished runs)"]
+        for name in [name for _, name, _ in AXES] + ["table2_modules.png"]:
+            (out / name).unlink(missing_ok=True)
+        return drawn, skipped
+    color = {**{h: f"C{i}" for i, h in enumerate(heads)}, **{n: f"C{len(heads) + i}" for i, n in enumerate(baselines)}}
     for key, name, label in AXES:
         xs = sorted({g[key] for g in groups}) if key in keys else []
         if len(xs) < 2:
             skipped.append(f"{name} (the grid has {'one value' if xs else 'no values'} of {key})")
+            (out / name).unlink(missing_ok=True)
             continue
         fig, ax = plt.subplots(figsize=(5, 3.8))
         for h in heads:
             fixed = {} if h is None else {"head": h}
             points = [(x, p) for x in xs if (p := pick(groups, **fixed, **{key: x})) is not None]  # failed: none
             ax.errorbar([x for x, _ in points], [100 * p["top1"] for _, p in points],
-                        yerr=[100 * p["top1_std"] for _, p in points], marker="o", capsize=3, label=h or "head")
-        for i, (n, b) in enumerate(baselines.items()):
-            ax.axhline(100 * b["top1"], ls="--", color=f"C{len(heads) + i}", label=n)
+                        yerr=[100 * p["top1_std"] for _, p in points], marker="o", capsize=3, label=h or "gcf",
+                        color=color[h])
+        for n, b in baselines.items():
+            ax.axhline(100 * b["top1"], ls="--", color=color[n], label=n)
         if key == "dim":
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(x) for x in xs])
@@ -144,16 +175,19 @@ def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict) ->
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
         drawn.append(name)
-    bars = [(n, b["top1"], b["top1_std"]) for n, b in baselines.items()]
+    varied = [k for k in keys if k != "head" and len({g[k] for g in groups}) > 1]
+    bars = [(n, n, b["top1"], b["top1_std"]) for n, b in baselines.items()]
     for h in heads:
         p = pick(groups, **({} if h is None else {"head": h}))
-        bars.append((h or "gcf", p["top1"], p["top1_std"]))
-    fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2, 3.8))
-    ax.bar(range(len(bars)), [100 * b[1] for b in bars], yerr=[100 * b[2] for b in bars], capsize=3,
-           color=[f"C{i}" for i in range(len(bars))])
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20)
+        if p is not None:   # every run of this head failed: no bar
+            label = "\n".join([h or "gcf", *(f"{k}={p[k]}" for k in varied)])   # the configuration picked
+            bars.append((h, label, p["top1"], p["top1_std"]))
+    fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2, 3.8 + 0.25 * len(varied)))
+    ax.bar(range(len(bars)), [100 * b[2] for b in bars], yerr=[100 * b[3] for b in bars], capsize=3,
+           color=[color[b[0]] for b in bars])
+    ax.set_xticks(range(len(bars)), [b[1] for b in bars], fontsize=8)
     ax.set_ylabel("test top-1 (%)")
-    lo = min(100 * b[1] for b in bars)
+    lo = min(100 * b[2] for b in bars)
     ax.set_ylim(max(0.0, lo - 10), 100)
     fig.tight_layout()
     fig.savefig(out / "table2_modules.png", dpi=100)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
         raise GcfError(f"{store}: {e}") from None
     head_cfg = replace(head_cfg, in_dim=t.features.shape[1], num_classes=len(data.class_names), clips=cfg.clips)
     click.echo(f"head {head_name}: {complexity(head_cfg)} (C={cfg.clips})")
-    result = train(data, head_cfg, cfg, progress=True, device=device)
+    result = train(data, head_cfg, cfg, progress=sys.stderr.isatty(), device=device)   # a bar on a terminal only
     clip = None
     if backbone_probs is None:
         clip = fit_clip_classifiers(data, [cfg], device)[0]

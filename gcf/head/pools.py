@@ -56,7 +56,8 @@ class TransformerHead(nn.Module):
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.proj = nn.Linear(cfg.in_dim, cfg.dim)
-        layer = nn.TransformerEncoderLayer(cfg.dim, nhead=max(1, cfg.dim // 64), dim_feedforward=2 * cfg.dim,
+        heads = max(h for h in range(1, max(1, cfg.dim // 64) + 1) if cfg.dim % h == 0)   # 64 wide, dividing D
+        layer = nn.TransformerEncoderLayer(cfg.dim, nhead=heads, dim_feedforward=2 * cfg.dim,
                                            dropout=cfg.dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.dim)

@@ -60,8 +60,8 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         for name in ("weight_decay", "lam", "momentum", "dampening", "reductions"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
 
     def canonical(self, att: bool = True) -> "TrainConfig":
@@ -218,12 +218,13 @@ def fit_epoch(stack: Stack, opt: StackOptimizer, batches, lam: torch.Tensor) -> 
 def run_split(head, table: FeatureTable, videos: np.ndarray, cfg: TrainConfig, std: Standardizer,
               lam: float | torch.Tensor | None = None):
     """Eval-mode pass of a head (or Stack) over `videos` -> (logits [(K,) V, classes], att [(K,) V, C] or None,
-    mean objective (a 0-d or [K] tensor); lam defaults to cfg.lam)."""
+    mean objective (a 0-d or [K] tensor); lam defaults to cfg.lam). select=random draws from a generator seeded
+    afresh each call: every pass, head and seed sees the same clips of a split, so results reproduce."""
     head.eval()
     lam = cfg.lam if lam is None else lam
     logits, atts, total = [], [], 0.0
     with torch.no_grad():
-        for x, mask, y in batches(table, videos, cfg, std, cfg.select):
+        for x, mask, y in batches(table, videos, cfg, std, cfg.select, np.random.default_rng(0)):
             out = head(x, mask)
             total = total + objective(out, y, lam).double() * len(y)   # summed in float64, like Python floats
             logits.append(out.logits)
@@ -278,7 +279,7 @@ class Progress:
         r = self.result
         if fault:
             r.stopped = (f"{fault} in epoch {epoch}; stopped and kept the last good checkpoint "
-                         f"(epoch {r.best_epoch}); lower --lr")
+                         f"(epoch {r.best_epoch}); lower the learning rate")
             return False, False
         improved = stats["val_loss"] < self.best_loss
         if improved:
