@@ -4,6 +4,7 @@ import csv
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -262,6 +263,8 @@ def test_bad_grid_files(tmp_path, monkeypatch):
     with pytest.raises(GcfError, match=r"need pyyaml \(pip install 'gcf\[yaml\]'\); or write the grid as JSON"):
         read_grid_file(tmp_path / "g.yaml")
     assert "standardize" in GRID_KEYS and "seed" not in GRID_KEYS and "in_dim" not in GRID_KEYS
+    one_clip = [expand(check_grid(parse_grid(g)), seeds=1)[1][0].train for g in ("clips=6;select=random", "clips=10")]
+    assert one_clip[0] == one_clip[1]          # the clip classifier sees one-clip videos: C and select cannot matter
     assert check_grid(parse_grid("lam=-0,0,0.0")) == {"lam": [0.0]} and str(check_grid({"lam": [-0.0]})) == "{'lam': [0.0]}"
     with pytest.raises(GcfError, match=r"False is not a string \(YAML reads off/on/yes/no as booleans: quote it\)"):
         check_grid({"norm": [False]})
@@ -289,7 +292,12 @@ def test_cli_refuses_bad_and_too_large_grids_before_training(store, tmp_path):
     (tmp_path / "g.json").write_text('{"dim": [null]}')
     code, _, stderr = gcf_in_process("ablate", store, "--grid-file", tmp_path / "g.json", "--out", out)
     assert code == 2 and f"{tmp_path / 'g.json'}: grid key 'dim': None is not an integer" in stderr
-    assert not out.exists()
+    (tmp_path / "g.json").write_text('{"dim": [16, 0]}')
+    code, _, stderr = gcf_in_process("ablate", store, "--grid-file", tmp_path / "g.json", "--out", out)
+    assert code == 2 and f"{tmp_path / 'g.json'}: invalid grid value dim=0: dim must be >= 1, got 0" in stderr
+    code, _, stderr = gcf_in_process("ablate", tmp_path / "none.zarr", "--grid", "dim=8", "--out", out)
+    assert code == 2 and "none.zarr" in stderr
+    assert not out.exists()                                             # refused: no directory left behind
     (out / "cache").mkdir(parents=True)
     with open(out / "cache" / ".lock", "w") as lock:                     # as another `gcf ablate` holds it
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -309,7 +317,8 @@ def test_reports_with_a_missing_point_and_one_seed(tmp_path):
                result("fusion-only", 8, 1, 0.4, 0.9)]
     base = [{"seed": 0, "method": "C-Clip", "top1": 0.1, "top5": 0.5, "mean_class": 0.1},
             {"seed": 0, "method": "D-Clips", "top1": 0.3, "top5": 0.6, "mean_class": 0.3}]
-    said = write_reports(tmp_path, ["head", "dim"], results, base, "store.zarr")
+    said = write_reports(tmp_path, {"head": ["gcf", "fusion-only"], "dim": [8, 16]}, results, base,
+                         "store.zarr")
     summary = (tmp_path / "summary.md").read_text()
     assert "| gcf | 16 | 2 | 90.00 ± 0.00 |" in summary and "| gcf | 8 | 2 | 60.00 ± 14.14 |" in summary
     assert "| C-Clip | 1 | 10.00 | 50.00 | 10.00 |" in summary
@@ -320,7 +329,8 @@ def test_reports_with_a_missing_point_and_one_seed(tmp_path):
     results = [{k: v for k, v in r.items() if k != "dim"} for r in results if r["dim"] == 8]
     results[0]["stopped"] = "training loss turned nan in epoch 2; stopped and kept the last good checkpoint"
     failed = [{"head": "transformer", "seed": 0, "error": "RuntimeError: boom"}]
-    said = write_reports(tmp_path, ["head"], results, base, "store.zarr", failed)
+    said = write_reports(tmp_path, {"head": ["gcf", "fusion-only", "transformer"]}, results, base, "store.zarr",
+                         failed)
     summary = (tmp_path / "summary.md").read_text()
     assert not (tmp_path / "fig3a_dim.png").exists() and "not drawn: fig3a_dim.png" in summary
     assert "## Failed (not in the tables; rerun the same command to retry them)\n\n" \
@@ -345,31 +355,72 @@ def test_random_clip_selection_reproduces_and_leftovers_go(store, tmp_path):
     assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".json")) == [".lock"]
 
 
-def test_a_killed_worker_fails_its_runs_not_the_grid(store, tmp_path):
-    """A worker killed by the OS (out of memory, say): one error line, reports written, a rerun finishes."""
-    out = tmp_path / "out"
-    args = ["ablate", str(store), "--grid", "dim=4,8,12,16;epochs=40", "--seeds", "2", "--jobs", "2",
-            "--threads", "1", "--out", str(out)]
+def kill_a_worker(args, wait_for=None):
+    """Run `gcf *args` and SIGKILL one loky worker as soon as it exists (or once `wait_for()` is true)."""
     proc = subprocess.Popen([sys.executable, "-m", "gcf", *args], env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.monotonic() + 120, None
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        for child in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split():
-            try:
-                cmdline = open(f"/proc/{child}/cmdline").read()
-            except OSError:
-                continue
-            if "popen_loky" in cmdline:                                # a loky worker, not its resource tracker
-                os.kill(int(child), signal.SIGKILL)
-                killed = child
-                break
+        if wait_for is None or wait_for():
+            for child in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split():
+                try:
+                    cmdline = open(f"/proc/{child}/cmdline").read()
+                except OSError:
+                    continue
+                if "popen_loky" in cmdline:                            # a loky worker, not its resource tracker
+                    os.kill(int(child), signal.SIGKILL)
+                    killed = child
+                    break
         time.sleep(0.01)
     stdout, stderr = proc.communicate(timeout=300)
-    assert killed is not None and proc.returncode == 2, stderr
+    assert killed is not None, stderr
+    return proc.returncode, stdout, stderr
+
+
+def test_a_killed_worker_fails_its_runs_not_the_grid(store, tmp_path):
+    """A worker killed by the OS (out of memory, say): the stacks it did not return run again in fresh
+    workers; if none had finished, they fail in one error line, reports are written and a rerun finishes."""
+    out = tmp_path / "out"
+    args = ["ablate", str(store), "--grid", "dim=4,8,12,16;epochs=300", "--seeds", "2", "--jobs", "2",
+            "--threads", "1", "--out", str(out)]
+    code, _, stderr = kill_a_worker(args)                              # before any stack returned
+    assert code == 2, stderr
     assert "failed (first: a worker process died (TerminatedWorkerError" in stderr
     assert "rerun the same command to retry the failed ones" in stderr and "Traceback" not in stderr
     assert "## Failed" in (out / "summary.md").read_text()
     assert not list((out / "cache").glob("features-*"))
-    code, stdout, stderr = gcf_in_process(*args)
-    assert code == 0, stderr
-    assert len(rows(out / "results.csv")) == 8
+    shutil.rmtree(out)
+    started = []
+    def one_record_then_a_while():
+        if not started and list((out / "cache").glob("*.json")):
+            started.append(time.monotonic())
+        return started and time.monotonic() - started[0] > 0.5
+    code, stdout, stderr = kill_a_worker(args, one_record_then_a_while)   # mid-grid: the rest is retried
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert len(rows(out / "results.csv")) == 8 and "## Failed" not in (out / "summary.md").read_text()
+
+
+def test_interrupt_says_what_was_kept_and_a_diverged_clip_classifier_is_named(store, tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "gcf", "ablate", str(store), "--grid", "dim=4,8,12,16;epochs=300", "--seeds", "2",
+            "--jobs", "1", "--out", str(out)]
+    proc = subprocess.Popen(args, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "cache").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)                                    # Ctrl-C
+    _, stderr = proc.communicate(timeout=120)
+    kept = len(list((out / "cache").glob("*.json")))
+    assert proc.returncode == 130 and kept >= 1
+    assert f"interrupted: {kept} finished run" in stderr and "rerun the same command to resume" in stderr
+    shutil.rmtree(out)
+    code, stdout, _ = gcf_in_process("ablate", store, "--grid", "optimizer=sgd;lr=1e7;epochs=2;dim=8", "--seeds", "1",
+                                     "--out", out)
+    summary = (out / "summary.md").read_text()
+    assert "- clip classifier (C-Clip, D-Clips), seed 0: " in summary and "| C-Clip | 1 (1 stopped early) |" in summary
+    assert rows(out / "baselines.csv")[0]["stopped"].startswith(("loss turned", "validation loss turned"))
+    shutil.rmtree(out / "cache")                                       # what the docs say to do to retrain
+    code, stdout, stderr = gcf_in_process("ablate", store, "--grid", "optimizer=sgd;lr=1e7;epochs=2;dim=8",
+                                          "--seeds", "1", "--out", out)
+    assert "1 run: 0 cached, 1 new" in stdout

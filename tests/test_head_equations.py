@@ -153,3 +153,14 @@ def test_transformer_builds_for_any_width(dim, heads):
     head = build(HeadConfig(name="transformer", in_dim=D_IN, num_classes=K, clips=C, dim=dim)).eval()
     assert head.encoder.layers[0].self_attn.num_heads == heads
     assert head(torch.randn(2, C, D_IN), torch.ones(2, C, dtype=torch.bool)).logits.shape == (2, K)
+
+
+@pytest.mark.parametrize("dim", [64, 128, 129])
+def test_transformer_flops_count_every_matmul(dim):
+    """torch's fused encoder path hid its matmuls from the flop counter (even head counts): count by hand.
+    torch's counter sees no CPU attention kernel, so the C x C score products (4 C^2 D a layer) are left out."""
+    c, n, k = C, 2, K
+    layer = 2 * c * dim * 3 * dim + 2 * c * dim * dim + 2 * 2 * c * dim * 2 * dim   # qkv, out projection, ffn
+    expected = 2 * c * D_IN * dim + n * layer + 2 * dim * k
+    cfg = HeadConfig(name="transformer", in_dim=D_IN, num_classes=K, clips=C, dim=dim, layers=n)
+    assert complexity(cfg).flops == expected

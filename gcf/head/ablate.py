@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import time
@@ -134,7 +135,22 @@ def check_grid(grid: dict[str, list]) -> dict[str, list]:
         if not values:
             raise GcfError(f"grid key {key!r} has no values; give at least one, e.g. '{key}={_default(key)}'")
         typed[key] = list(dict.fromkeys(parse_value(key, v) for v in values))
+        for v in typed[key]:
+            try:
+                _check_one(key, v)
+            except ValueError as e:
+                raise GcfError(f"invalid grid value {key}={v}: {e}") from None
     return typed
+
+
+def _check_one(key: str, value) -> None:
+    """Raise ValueError if one grid value is invalid on its own (combinations are checked by expand)."""
+    if key in HEAD_KEYS:
+        HeadConfig(**{HEAD_KEYS[key]: value}).check()
+    elif key == "recipe":
+        recipe(value)
+    else:
+        recipe(**{key: value}).check()
 
 
 @dataclass(frozen=True)
@@ -185,7 +201,9 @@ def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
         att = HEADS[head.name].att
         runs += [Job(tuple(point.items()), canonical(head), replace(cfg, seed=s).canonical(att)) for s in range(seeds)]
     fixed = {k: v[0] for k, v in grid.items() if k not in HEAD_KEYS and (len(v) == 1 or k == "recipe")}
-    return runs, [Job((), None, train_cfg(fixed, s).canonical(att=False)) for s in range(seeds)]
+    clip = lambda s: replace(train_cfg(fixed, s).canonical(att=False), clips=TrainConfig.clips,  # noqa: E731
+                             select=TrainConfig.select)   # one-clip videos: C and the eval selection cannot matter
+    return runs, [Job((), None, clip(s)) for s in range(seeds)]
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -257,8 +275,8 @@ def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, fo
         data = shared_data(Path(folder), class_names)
         t = data.table
         if full_head is None:
-            records = [{"baselines": clip_baselines(clip_scores(clf, t, data.test), t, data.test)}
-                       for clf in fit_clip_classifiers(data, cfgs, device)]
+            records = [{"baselines": clip_baselines(clip_scores(clf, t, data.test), t, data.test),
+                        "stopped": clf.stopped} for clf in fit_clip_classifiers(data, cfgs, device)]
         else:
             results = train_stack(data, full_head, cfgs, device=device)
             c = complexity(results[0].head_cfg, results[0].head)
@@ -288,8 +306,9 @@ def cached(path: Path, run: bool) -> dict | None:
                                                   for n in BASELINES for m in ("top1", "top5", "mean_class")}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in values.items() if k != "stopped")
-    return record if numbers and isinstance(values.get("stopped", ""), str) else None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                  for k, v in values.items() if k != "stopped")
+    return record if numbers and isinstance(values.get("stopped", ""), (str, type(None))) else None
 
 
 def cost(job: Job) -> float:
@@ -318,19 +337,30 @@ def make_stacks(todo: dict[str, Job], in_dim: int, classes: int, size: int,
 
 def run_all(stacks: list[tuple[HeadConfig | None, dict]], folder: Path, class_names: tuple[str, ...], jobs: int,
             threads: int, cache: Path, device: str) -> list[dict]:
-    """Run the stacks with joblib: loky worker processes, or in this process for one job."""
-    tasks = (delayed(run_stack)(list(members.values()), list(members), head, str(folder), class_names, threads,
-                                str(cache), device) for head, members in stacks)
-    records = []
+    """Run the stacks with joblib: loky worker processes, or in this process for one job.
+
+    When a worker dies (killed, out of memory, crashed) the stacks not returned are run again in fresh
+    workers, as long as the last round finished some; the rest fail with that error (a rerun retries them).
+    """
+    records, todo = [], stacks
     with tqdm(total=sum(len(m) for _, m in stacks), desc="runs", unit="run", leave=False) as bar:
-        try:
-            for done in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
-                records += done
-                bar.update(len(done))
-        except BrokenExecutor as e:   # a worker died (killed, out of memory, crashed): the rest fail, are retried
-            returned = {r["key"] for r in records}
-            error = f"a worker process died ({type(e).__name__}: {first_line(e)})"
-            records += [{"key": k, "error": error} for _, m in stacks for k in m if k not in returned]
+        while todo:
+            tasks = (delayed(run_stack)(list(members.values()), list(members), head, str(folder), class_names,
+                                        threads, str(cache), device) for head, members in todo)
+            returned = set()
+            try:
+                for done in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
+                    records += done
+                    returned.update(r["key"] for r in done)
+                    bar.update(len(done))
+                break
+            except BrokenExecutor as e:
+                left = [(h, m) for h, m in todo if not returned.intersection(m)]
+                if not returned:        # nothing finished in this round: give up on what is left
+                    error = f"a worker process died ({type(e).__name__}: {first_line(e)})"
+                    records += [{"key": k, "error": error} for _, m in left for k in m]
+                    break
+                todo = left
     return records
 
 
@@ -348,8 +378,10 @@ def open_out(out: Path):
     second `gcf ablate` on it is refused (not interleaved), and remove what killed runs left in its cache."""
     if out.exists() and not out.is_dir():
         raise GcfError(f"{out}: is a file, not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "cache").is_dir():
-        raise GcfError(f"{out}: exists and is not a `gcf ablate` output (no cache/); choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in ("cache", "summary.md")):
+        raise GcfError(f"{out}: exists and is not a `gcf ablate` output (no cache/ or summary.md); "
+                       "choose another --out")
+    created = not out.exists()
     try:
         (out / "cache").mkdir(parents=True, exist_ok=True)
         lock = open(out / "cache" / ".lock", "w")
@@ -365,7 +397,12 @@ def open_out(out: Path):
             shutil.rmtree(left, ignore_errors=True)
         for left in (out / "cache").glob(".*.tmp"):          # a record a killed run was writing
             left.unlink(missing_ok=True)
-        yield
+        try:
+            yield
+        except GcfError:
+            if created and not list((out / "cache").glob("*.json")):   # refused before anything was kept
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
 def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, jobs: int, threads: int | None = None,
@@ -396,9 +433,11 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
     stacks = make_stacks(todo, d, k, stack or STACK[torch.device(device).type], jobs)
     jobs = max(1, min(jobs, len(stacks)))
     threads = threads or max(1, cpu_count() // jobs)
-    echo(f"{len(runs)} runs: {len(runs) - new - same} cached, {new} new"
+    clip_said = ("from the backbone's clip logits" if store.backbone_probs is not None else
+                 f"{len(clip_jobs) - (len(todo) - new)} cached, {len(todo) - new} new")
+    echo(f"{plural(len(runs), 'run')}: {len(runs) - new - same} cached, {new} new"
          + (f", {same} the same as another run (settings their head ignores)" if same else "")
-         + f"; clip baselines: {len(clip_jobs) - (len(todo) - new)} cached, {len(todo) - new} new"
+         + f"; clip baselines: {clip_said}"
          + (f"; {plural(len(stacks), 'stack')} on {device}, {plural(jobs, 'job')} x "
             f"{plural(threads, 'torch thread')}" if todo else ""))
     errors = {}
@@ -415,7 +454,8 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
             shutil.rmtree(folder, ignore_errors=True)
     rows = [dict(job.point, seed=job.train.seed, **result_row(records[keys[job]]), key=keys[job])
             for job in runs if records[keys[job]] is not None]
-    base = [{"seed": job.train.seed, "method": name, **records[keys[job]]["baselines"][name]}
+    base = [{"seed": job.train.seed, "method": name, **records[keys[job]]["baselines"][name],
+             "stopped": records[keys[job]].get("stopped") or ""}
             for job in clip_jobs if records[keys[job]] is not None for name in BASELINES]
     failed = [dict(job.point, seed=job.train.seed, error=errors[keys[job]]) for job in runs if keys[job] in errors]
     failed += [{"seed": job.train.seed, "method": " and ".join(BASELINES), "error": errors[keys[job]]}
@@ -460,18 +500,24 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
         grid.update(check_grid(parse_grid(grid_text)))
     runs, _ = expand(grid, seeds)
     configs = len(runs) // seeds
-    click.echo(f"grid: {' x '.join(f'{len(v)} {k}' for k, v in grid.items())} = {configs} configurations "
-               f"x {seeds} seeds = {len(runs)} runs")
+    click.echo(f"grid: {' x '.join(f'{len(v)} {k}' for k, v in grid.items())} = {plural(configs, 'configuration')} "
+               f"x {plural(seeds, 'seed')} = {plural(len(runs), 'run')}")
     if len(runs) > MAX_RUNS and not yes:
         raise GcfError(f"the grid has {len(runs)} runs (more than {MAX_RUNS}); pass --yes to train them all, "
                        "or shrink the grid or --seeds")
     out_dir = Path(out) if out else Path("runs") / f"ablate-{Path(store.rstrip('/')).stem}"
     t0 = time.perf_counter()
     jobs = jobs or (1 if device.startswith("cuda") else cpu_count())    # one process owns a GPU
-    with open_out(out_dir):
-        rows, base, failed = ablate_store(store, grid, seeds, out_dir, jobs, threads, stack, device, click.echo)
-        for line in write_reports(out_dir, list(grid), rows, base, store, failed):
-            click.echo(line)
+    try:
+        with open_out(out_dir):
+            rows, base, failed = ablate_store(store, grid, seeds, out_dir, jobs, threads, stack, device, click.echo)
+            for line in write_reports(out_dir, grid, rows, base, store, failed):
+                click.echo(line)
+    except KeyboardInterrupt:
+        kept = len(list((out_dir / "cache").glob("*.json")))
+        click.echo(f"\ninterrupted: {plural(kept, 'finished run')} (clip baselines included) kept in "
+                   f"{out_dir / 'cache'}; rerun the same command to resume", err=True)
+        raise SystemExit(130) from None
     click.echo(f"{plural(len(rows), 'run')} in {time.perf_counter() - t0:.1f}s; wrote {out_dir}")
     if failed:
         lost = {"runs": (len(runs) - len(rows), len(runs)), "clip baselines": (seeds - len(base) // len(BASELINES), seeds)}

@@ -9,6 +9,7 @@ top-1, mean ± std over seeds.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -83,25 +84,32 @@ def pm(g: dict, m: str) -> str:
     return f"{100 * g[m]:.2f}" + (f" ± {100 * g[f'{m}_std']:.2f}" if g.get("seeds", 1) > 1 else "")
 
 
-def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict], store: str,
+def write_reports(out: Path, grid: dict[str, list], rows: list[dict], base: list[dict], store: str,
                   failed: list[dict] = ()) -> list[str]:
     """Write results.csv, baselines.csv, summary.md and the plots into `out`; return lines to print.
 
-    failed: the grid point, seed and error of runs that failed (listed in summary.md, not in the tables)."""
+    grid: key -> values (what was asked; rows may hold fewer configurations when runs failed); failed: the
+    grid point, seed and error of runs that failed (listed in summary.md, not in the tables)."""
+    keys = list(grid)
     write_csv(out / "results.csv", rows, [*keys, "seed", *COLUMNS, "key"])
-    write_csv(out / "baselines.csv", base, ["seed", "method", "top1", "top5", "mean_class"])
+    write_csv(out / "baselines.csv", base, ["seed", "method", "top1", "top5", "mean_class", "stopped"])
     groups, baselines = summarize(rows, keys), baseline_stats(base)
     heads = list(dict.fromkeys(r["head"] for r in rows)) if "head" in keys else [None]   # in grid order
-    drawn, skipped = plot_all(out, keys, groups, baselines, heads)
-    stopped = [r for r in rows if r["stopped"]]
+    drawn, skipped = plot_all(out, grid, groups, baselines, heads)
+    clip_stops = {r["seed"]: r["stopped"] for r in base if r.get("stopped")}
+    stopped = [r for r in rows if r["stopped"]] + [{"method": "clip classifier (C-Clip, D-Clips)", "seed": s,
+                                                    "stopped": why} for s, why in clip_stops.items()]
     grid_keys = [*keys, "method"]
-    where = lambda r: ", ".join(f"{k}={r[k]}" for k in grid_keys if k in r)  # noqa: E731 (a run's grid point)
-    fixed = [k for k in keys if len({g[k] for g in groups}) == 1]
-    common = [f"Same in every configuration: {', '.join(f'{k}={groups[0][k]}' for k in fixed)}.", ""] if fixed else []
+    where = lambda r: ", ".join(r[k] if k == "method" else f"{k}={r[k]}" for k in grid_keys if k in r)  # noqa: E731
+    fixed = [k for k in keys if len(grid[k]) == 1]
+    common = [f"Same in every configuration: {', '.join(f'{k}={grid[k][0]}' for k in fixed)}.", ""] if fixed else []
     keys = [k for k in keys if k not in fixed]
     head = [*keys, "seeds", "top-1 %", "top-5 %", "mean class %", "val top-1 %", "params", "MFLOPs", "s/run"]
+    configs = math.prod(len(v) for v in grid.values())
+    finished = plural(len(groups), "configuration") if len(groups) == configs else \
+        f"{len(groups)} of {plural(configs, 'configuration')} finished"
     lines = [f"# gcf ablate: {store}", "",
-             f"{plural(len(groups), 'configuration')}, {plural(len(rows), 'run')}. Test-split accuracy, mean ± sample std over seeds, "
+             f"{finished}, {plural(len(rows), 'run')}. Test-split accuracy, mean ± sample std over seeds, "
              "sorted by test top-1. The plots pick configurations by validation top-1.", "", *common,
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
@@ -111,7 +119,8 @@ def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Baselines (linear clip classifier, or the backbone's own clip logits)", "",
               "| method | seeds | top-1 % | top-5 % | mean class % |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {b['seeds']} | {pm(b, 'top1')} | {pm(b, 'top5')} | {pm(b, 'mean_class')} |"
+    seeds = lambda b: f"{b['seeds']}" + (f" ({len(clip_stops)} stopped early)" if clip_stops else "")  # noqa: E731
+    lines += [f"| {n} | {seeds(b)} | {pm(b, 'top1')} | {pm(b, 'top5')} | {pm(b, 'mean_class')} |"
               for n, b in baselines.items()]
     if stopped:
         lines += ["", "## Stopped early (in the tables with their last good checkpoint)", ""]
@@ -125,7 +134,8 @@ def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict]
     if groups:
         best = pick(groups)
         said.append(f"best on validation: {', '.join(f'{k}={best[k]}' for k in keys) or 'the one configuration'}: "
-                    f"test top-1 {pm(best, 'top1')}%")
+                    f"test top-1 {pm(best, 'top1')}%" + (f" ({best['stopped']} of its runs stopped early)"
+                                                          if best["stopped"] else ""))
     said += [f"{n}: test top-1 {pm(b, 'top1')}%" for n, b in baselines.items()]
     said += [f"not drawn: {s}" for s in skipped]
     if stopped:
@@ -134,7 +144,7 @@ def write_reports(out: Path, keys: list[str], rows: list[dict], base: list[dict]
     return said
 
 
-def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict,
+def plot_all(out: Path, grid: dict[str, list], groups: list[dict], baselines: dict,
              heads: list[str | None]) -> tuple[list[str], list[str]]:
     """Draw the plots the grid supports -> (file names drawn, 'file (reason)' skipped); a plot not drawn is
     removed, so none is left from an earlier grid. heads: the grid's head names (None: no head key), each
@@ -150,10 +160,14 @@ def plot_all(out: Path, keys: list[str], groups: list[dict], baselines: dict,
             (out / name).unlink(missing_ok=True)
         return drawn, skipped
     color = {**{h: f"C{i}" for i, h in enumerate(heads)}, **{n: f"C{len(heads) + i}" for i, n in enumerate(baselines)}}
+    keys = list(grid)
     for key, name, label in AXES:
         xs = sorted({g[key] for g in groups}) if key in keys else []
         if len(xs) < 2:
-            skipped.append(f"{name} (the grid has {'one value' if xs else 'no values'} of {key})")
+            asked = len(grid.get(key, []))
+            why = (f"fewer than two values of {key} finished" if asked > 1 else
+                   f"the grid has {'one value' if asked else 'no values'} of {key}")
+            skipped.append(f"{name} ({why})")
             (out / name).unlink(missing_ok=True)
             continue
         fig, ax = plt.subplots(figsize=(5, 3.8))

@@ -90,6 +90,8 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
     if backbone_probs is None:
         clip = fit_clip_classifiers(data, [cfg], device)[0]
     save_run(path, result, clip, {**source, "notes": list(data.notes)})
+    if clip is not None and clip.stopped:
+        click.echo(f"warning: the C-Clip/D-Clips clip classifier stopped early: {clip.stopped}", err=True)
     if result.stopped:
         raise GcfError(f"{path}: {result.stopped}")
     click.echo(f"test ({len(data.test)} videos): {pct(result.metrics)} (best epoch {result.best_epoch})")

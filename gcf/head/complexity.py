@@ -27,7 +27,8 @@ class Complexity:
 
 
 def count_flops(fn, *args) -> int:
-    """FLOPs torch's flop counter sees while running fn(*args) (matmuls, convs, attention; not elementwise ops)."""
+    """FLOPs torch's flop counter sees while running fn(*args) (matmuls, convs; not elementwise ops, nor the
+    CPU attention kernel of nn.MultiheadAttention: 4 C^2 D a transformer layer, under 1% at C = 10)."""
     with FlopCounterMode(display=False) as counter:
         fn(*args)
     return counter.get_total_flops()
@@ -40,7 +41,12 @@ def complexity(cfg: HeadConfig, head: nn.Module | None = None) -> Complexity:
     mask = torch.ones(1, cfg.clips, dtype=torch.bool)
     was_training = head.training
     head.eval()
-    with torch.no_grad():
-        flops = count_flops(head, x, mask)
-    head.train(was_training)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)   # the fused encoder kernel hides its matmuls from the counter
+    try:
+        with torch.no_grad():
+            flops = count_flops(head, x, mask)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        head.train(was_training)
     return Complexity(sum(p.numel() for p in head.parameters()), flops)
