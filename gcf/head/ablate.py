@@ -93,11 +93,12 @@ def read_grid_file(path: str) -> dict[str, list]:
 
 def _unique(pairs: list[tuple]) -> dict:
     """A JSON object that names no key twice (json.loads would keep the last silently)."""
-    keys = [k for k, _ in pairs]
-    for k in keys:
-        if keys.count(k) > 1:
+    grid = {}
+    for k, v in pairs:
+        if k in grid:
             raise ValueError(f"key {k!r} is given twice")
-    return dict(pairs)
+        grid[k] = v
+    return grid
 
 
 def _default(key: str):
@@ -112,7 +113,7 @@ def parse_value(key: str, value):
         try:
             if kind is bool:
                 return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[text]
-            return kind(text) + (0.0 if kind is float else 0)
+            value = kind(text)
         except (KeyError, ValueError):
             raise GcfError(f"grid key {key!r}: {value!r} is not {KINDS[kind]}") from None
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -492,10 +493,11 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
         raise GcfError("no grid; give --grid 'key=v1,v2;...' or --grid-file GRID.json, e.g. --grid 'dim=256,512'")
     grid = {}
     if grid_file:
+        file_grid = read_grid_file(grid_file)        # its own errors name the file
         try:
-            grid = check_grid(read_grid_file(grid_file))
+            grid = check_grid(file_grid)
         except GcfError as e:
-            raise GcfError(e if str(e).startswith(grid_file) else f"{grid_file}: {e}") from None
+            raise GcfError(f"{grid_file}: {e}") from None
     if grid_text is not None:
         grid.update(check_grid(parse_grid(grid_text)))
     runs, _ = expand(grid, seeds)

@@ -20,6 +20,7 @@ AVERAGED = ("top1", "top5", "mean_class", "val_top1", "val_loss", "seconds")
 BASELINES = ("C-Clip", "D-Clips")
 AXES = (("dim", "fig3a_dim.png", "head width D"), ("layers", "fig3b_layers.png", "fusion layers n"),
         ("clips", "clips.png", "clips per video C"))
+PLOTS = (*(name for _, name, _ in AXES), "table2_modules.png")
 
 
 def plural(n: int, word: str) -> str:
@@ -96,6 +97,8 @@ def write_reports(out: Path, grid: dict[str, list], rows: list[dict], base: list
     groups, baselines = summarize(rows, keys), baseline_stats(base)
     heads = list(dict.fromkeys(r["head"] for r in rows)) if "head" in keys else [None]   # in grid order
     drawn, skipped = plot_all(out, grid, groups, baselines, heads)
+    for name in set(PLOTS) - set(drawn):   # none is left from an earlier grid
+        (out / name).unlink(missing_ok=True)
     clip_stops = {r["seed"]: r["stopped"] for r in base if r.get("stopped")}
     stopped = [r for r in rows if r["stopped"]] + [{"method": "clip classifier (C-Clip, D-Clips)", "seed": s,
                                                     "stopped": why} for s, why in clip_stops.items()]
@@ -146,19 +149,15 @@ def write_reports(out: Path, grid: dict[str, list], rows: list[dict], base: list
 
 def plot_all(out: Path, grid: dict[str, list], groups: list[dict], baselines: dict,
              heads: list[str | None]) -> tuple[list[str], list[str]]:
-    """Draw the plots the grid supports -> (file names drawn, 'file (reason)' skipped); a plot not drawn is
-    removed, so none is left from an earlier grid. heads: the grid's head names (None: no head key), each
-    with one colour in every plot."""
+    """Draw the plots the grid supports -> (file names drawn, 'file (reason)' skipped). heads: the head names
+    of the finished runs (None: no head key), each with one colour in every plot."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     drawn, skipped = [], []
     if not groups:
-        skipped = ["every plot (no finished runs)"]
-        for name in [name for _, name, _ in AXES] + ["table2_modules.png"]:
-            (out / name).unlink(missing_ok=True)
-        return drawn, skipped
+        return drawn, ["every plot (no finished runs)"]
     color = {**{h: f"C{i}" for i, h in enumerate(heads)}, **{n: f"C{len(heads) + i}" for i, n in enumerate(baselines)}}
     keys = list(grid)
     for key, name, label in AXES:
@@ -168,7 +167,6 @@ def plot_all(out: Path, grid: dict[str, list], groups: list[dict], baselines: di
             why = (f"fewer than two values of {key} finished" if asked > 1 else
                    f"the grid has {'one value' if asked else 'no values'} of {key}")
             skipped.append(f"{name} ({why})")
-            (out / name).unlink(missing_ok=True)
             continue
         fig, ax = plt.subplots(figsize=(5, 3.8))
         for h in heads:
@@ -193,9 +191,8 @@ def plot_all(out: Path, grid: dict[str, list], groups: list[dict], baselines: di
     bars = [(n, n, b["top1"], b["top1_std"]) for n, b in baselines.items()]
     for h in heads:
         p = pick(groups, **({} if h is None else {"head": h}))
-        if p is not None:   # every run of this head failed: no bar
-            label = "\n".join([h or "gcf", *(f"{k}={p[k]}" for k in varied)])   # the configuration picked
-            bars.append((h, label, p["top1"], p["top1_std"]))
+        label = "\n".join([h or "gcf", *(f"{k}={p[k]}" for k in varied)])   # the configuration picked
+        bars.append((h, label, p["top1"], p["top1_std"]))
     fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2, 3.8 + 0.25 * len(varied)))
     ax.bar(range(len(bars)), [100 * b[2] for b in bars], yerr=[100 * b[3] for b in bars], capsize=3,
            color=[color[b[0]] for b in bars])
