@@ -222,6 +222,9 @@ def test_grid_parsing_and_files(tmp_path):
     yaml = pytest.importorskip("yaml")
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"dim": [64, 128], "norm": ["count"]}))
     assert check_grid(read_grid_file(tmp_path / "g.yaml")) == {"dim": [64, 128], "norm": ["count"]}
+    (tmp_path / "twice.yaml").write_text("dim: [16]\nlayers: 1\ndim: [32]\n")
+    with pytest.raises(GcfError, match="not valid YAML \\(key 'dim' is given twice\\)"):
+        read_grid_file(tmp_path / "twice.yaml")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -280,6 +283,10 @@ def test_cli_refuses_bad_and_too_large_grids_before_training(store, tmp_path):
     assert code == 2 and "240 runs (more than 200); pass --yes" in stderr
     code, _, stderr = gcf_in_process("ablate", store, "--out", out)
     assert code == 2 and "no grid" in stderr
+    code, stdout, stderr = gcf_in_process("ablate", store, "--grid", big, "--grid", "head=gcf,fusion-only", "--out", out)
+    assert code == 2 and "40 dim x 2 layers x 2 head = 160 configurations" in stdout   # repeated --grid add up
+    code, _, stderr = gcf_in_process("ablate", store, "--grid", "dim=8", "--grid", "dim=16", "--out", out)
+    assert code == 2 and "key 'dim' is given twice" in stderr
     assert not out.exists()                                             # nothing trained, nothing written
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")

@@ -77,7 +77,7 @@ def read_grid_file(path: str) -> dict[str, list]:
         except ImportError as e:
             raise GcfError(f"{path}: YAML grid files need pyyaml (pip install 'gcf[yaml]'); "
                            "or write the grid as JSON") from e
-        load, errors = yaml.safe_load, (yaml.YAMLError,)
+        load, errors = lambda text: yaml.load(text, Loader=_unique_yaml_loader(yaml)), (yaml.YAMLError,)
     elif p.suffix.lower() == ".json":
         load, errors = lambda text: json.loads(text, object_pairs_hook=_unique), (ValueError,)
     else:
@@ -89,6 +89,19 @@ def read_grid_file(path: str) -> dict[str, list]:
     if not isinstance(grid, dict):
         raise GcfError(f"{path}: the grid must be a mapping of key -> list of values, e.g. {{\"dim\": [256, 512]}}")
     return {str(k): v if isinstance(v, list) else [v] for k, v in grid.items()}
+
+
+def _unique_yaml_loader(yaml):
+    """A SafeLoader that refuses a mapping naming a key twice (safe_load would keep the last silently)."""
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            for i, k in enumerate(keys):
+                if k in keys[:i]:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {k!r} is given twice",
+                                                            node.value[i][0].start_mark)
+            return super().construct_mapping(node, deep)
+    return Loader
 
 
 def _unique(pairs: list[tuple]) -> dict:
@@ -468,7 +481,8 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
 
 @click.command("ablate")
 @click.argument("store", type=click.Path())
-@click.option("--grid", "grid_text", help="Grid as 'key=v1,v2;key=v1,...', e.g. 'head=gcf,fusion-only;dim=256,512'.")
+@click.option("--grid", "grid_texts", multiple=True,
+              help="Grid as 'key=v1,v2;key=v1,...', e.g. 'head=gcf,fusion-only;dim=256,512'; may be repeated.")
 @click.option("--grid-file", type=click.Path(), help="Grid as a JSON (or YAML) mapping key -> list of values; "
               "--grid keys replace its keys.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
@@ -482,14 +496,14 @@ def ablate_store(store_path: str, grid: dict[str, list], seeds: int, out: Path, 
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--out", help="Output directory; rerun with the same one to resume [default: runs/ablate-<store>].")
 @click.option("--yes", is_flag=True, help=f"Train grids of more than {MAX_RUNS} runs.")
-def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out, yes):
+def ablate(store, grid_texts, grid_file, seeds, jobs, threads, stack, device, out, yes):
     """Train and test every combination of the grid on STORE (cached, in parallel); write results and plots.
 
     Keys: head, dim, layers, norm, reduction, dropout (the head) and recipe, lr, epochs, lam, clips, ...
     (any training option of `gcf train-head`). Runs of one head shape train together as one stack.
     """
     check_device(device)
-    if grid_text is None and grid_file is None:
+    if not grid_texts and grid_file is None:
         raise GcfError("no grid; give --grid 'key=v1,v2;...' or --grid-file GRID.json, e.g. --grid 'dim=256,512'")
     grid = {}
     if grid_file:
@@ -498,8 +512,8 @@ def ablate(store, grid_text, grid_file, seeds, jobs, threads, stack, device, out
             grid = check_grid(file_grid)
         except GcfError as e:
             raise GcfError(f"{grid_file}: {e}") from None
-    if grid_text is not None:
-        grid.update(check_grid(parse_grid(grid_text)))
+    if grid_texts:
+        grid.update(check_grid(parse_grid(";".join(grid_texts))))   # a key in two --grid options is refused
     runs, _ = expand(grid, seeds)
     configs = len(runs) // seeds
     click.echo(f"grid: {' x '.join(f'{len(v)} {k}' for k, v in grid.items())} = {plural(configs, 'configuration')} "
