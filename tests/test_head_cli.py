@@ -88,6 +88,8 @@ def test_bad_hyper_parameters_and_nan_loss(store, tmp_path):
     proc = run_gcf("train-head", store, "--out", tmp_path / "nan", "--dim", "8", "--lr", "1e30", check=False)
     assert proc.returncode == 2 and "kept the last good checkpoint" in proc.stderr
     assert (tmp_path / "nan" / "head.safetensors").is_file()
+    proc = run_gcf("eval", tmp_path / "nan")                            # the kept checkpoint evaluates, with a warning
+    assert "warning: the run's head stopped early in training: " in proc.stderr and "top-1" in proc.stdout
 
 
 def test_one_class_and_empty_split_are_refused(tmp_path):

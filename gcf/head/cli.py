@@ -111,6 +111,9 @@ def eval_run(run, store, as_json):
         if source[key] != r.config[key]:
             raise GcfError(f"{store}: {key} {_short(source[key])} differs from the run's {_short(r.config[key])} "
                            f"({Path(run) / 'config.json'}); evaluate on a store made like the run's")
+    for what, trained in (("head", r.head), ("C-Clip/D-Clips clip classifier", r.clip_classifier)):
+        if trained is not None and trained.stopped:
+            click.echo(f"warning: the run's {what} stopped early in training: {trained.stopped}", err=True)
     head_metrics, logits = evaluate(r.head, data)
     if r.clip_classifier is not None:
         probs = clip_scores(r.clip_classifier, data.table, data.test)
