@@ -24,7 +24,7 @@ from gcf.analysis.localize import (Detection, average_precision, mean_ap, read_s
 from gcf.analysis.predict import (head_gradient, head_outputs, open_model, passes, predict_features, score_intervals,
                                   store_backbone, video_clips)
 from gcf.errors import GcfError
-from gcf.store import open_store
+from gcf.store import FeatureTable, open_store, select_clips
 
 TINY = ("--backbone", "resnet18", "--option", "width=0.25", "--size", "64", "--weights", "random",
         "--batch-size", "8", "--workers", "1", "--quiet")
@@ -50,8 +50,11 @@ def videos_of(synth_videos: Path, n: int) -> list[Path]:
 def test_passes_cover_every_clip_in_temporal_order():
     for n, c in [(3, 10), (10, 10), (11, 10), (37, 10), (100, 7)]:
         p = passes(n, c)
-        assert p.shape == ((1, n) if n <= c else (-(-n // c), c))
+        assert p.shape == ((1, c) if n <= c else (-(-n // c), c))
         assert set(p.flatten()) == set(range(n))
+        if n < c:                                                   # loop-padded, as training and eval pad
+            assert (p[0] == np.arange(c) % n).all()
+            continue
         assert (np.diff(p, axis=1) > 0).all()                       # each pass in temporal order
         if n > c:                    # one clip per equal segment j (positions floor((j + u) n / c)), as in training
             j = np.arange(c)
@@ -117,8 +120,12 @@ def test_head_outputs_average_passes_and_equal_the_head_on_short_videos(work):
     x = torch.randn(c - 3, head.head_cfg.in_dim)
     with torch.no_grad():
         logits, att = head_outputs(head, x)
-        direct = head.head((x - head.standardizer.mean) / head.standardizer.std, torch.ones(1, c - 3, dtype=bool))
-        assert torch.allclose(logits, direct.logits[0]) and torch.allclose(att, direct.att[0])
+        looped, _ = select_clips(FeatureTable(x.numpy(), np.array([0, c - 3]), ["v"], np.array([0]), ["test"]), [0], c)
+        direct = head.head((torch.from_numpy(looped) - head.standardizer.mean) / head.standardizer.std,
+                           torch.ones(1, c, dtype=bool))                # eval's uniform selection: loop-padded to C
+        assert torch.allclose(logits, direct.logits[0], atol=1e-6)
+        copies = np.arange(c) % (c - 3)
+        assert torch.allclose(att, torch.stack([direct.att[0][copies == k].mean() for k in range(c - 3)]), atol=1e-6)
         long = torch.randn(3 * c + 1, head.head_cfg.in_dim)
         logits, att = head_outputs(head, long)
         idx = passes(len(long), c)

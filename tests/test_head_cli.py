@@ -46,7 +46,8 @@ def test_train_head_writes_a_complete_run(run, store):
     assert config["store"] == str(store.resolve()) and config["backbone"] == "synthetic"
     assert config["feature_dim"] == 32 and len(config["class_names"]) == 4
     assert len(config["standardizer"]["mean"]) == 32 and config["head"]["dim"] == 32
-    assert config["notes"] == ["val: 10% of train, stratified, seed 1"]
+    assert config["notes"] == ["val: 24 videos carved from train (10%, at least one of every class with two or more), "
+                               "stratified, seed 1"]
     assert len((run / "history.csv").read_text().splitlines()) == 11
     assert json.loads((run / "metrics.json").read_text())["top1"] > 0.5
 
@@ -103,6 +104,35 @@ def test_one_class_and_empty_split_are_refused(tmp_path):
     write_store(str(tmp_path / "test.zarr"), Synthetic(only_test, synth.class_names, synth.relevant))
     proc = run_gcf("train-head", tmp_path / "test.zarr", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "the train split is empty" in proc.stderr
+
+
+def take(synth: Synthetic, videos: np.ndarray, split: str = "train") -> Synthetic:
+    """Videos of a synthetic table as a table of their own, all in one split."""
+    t = synth.table
+    rows = np.concatenate([np.arange(t.offsets[v], t.offsets[v + 1]) for v in videos])
+    offsets = np.concatenate([[0], np.cumsum(np.diff(t.offsets)[videos])])
+    table = replace(t, features=t.features[rows], offsets=offsets, video_ids=[t.video_ids[v] for v in videos],
+                    labels=t.labels[videos], splits=[split] * len(videos))
+    return Synthetic(table, synth.class_names, synth.relevant[rows])
+
+
+def test_eval_tests_the_runs_videos_after_the_store_grew(tmp_path):
+    synth = synthesize(SMALL)
+    n = len(synth.table.labels)
+    write_store(str(tmp_path / "grow.zarr"), take(synth, np.arange(0, n, 2)))     # no test split: one is carved
+    run_gcf("train-head", tmp_path / "grow.zarr", "--out", tmp_path / "run", "--dim", "8", "--epochs", "2")
+    tested = json.loads((tmp_path / "run" / "splits.json").read_text())["test"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    write_store(str(tmp_path / "grow.zarr"), take(synth, np.arange(1, n, 2)))     # a resumed extract adds videos
+    proc = run_gcf("eval", tmp_path / "run")
+    assert f"splits: the run's ({len(tested)} test videos); {n - n // 2} videos added to the store since" in proc.stdout
+    assert f"test split, {len(tested)} videos" in proc.stdout
+    table = json.loads(run_gcf("eval", tmp_path / "run", "--json").stdout)
+    assert table["gcf"] == {k: metrics[k] for k in table["gcf"]}                  # the same videos train-head tested
+    one_each = [int(np.flatnonzero(synth.table.labels == c)[0]) for c in range(SMALL.classes)]
+    write_store(str(tmp_path / "tiny.zarr"), take(synth, np.asarray(one_each)))   # too small to carve a test split
+    proc = run_gcf("eval", tmp_path / "run", "--store", tmp_path / "tiny.zarr", check=False)
+    assert proc.returncode == 2 and "tiny.zarr: no test videos (" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_head_info_reports_table_3_complexity():

@@ -8,7 +8,7 @@ import torch
 
 from gcf.errors import GcfError
 from gcf.head import HeadConfig
-from gcf.head.data import Standardizer, carve, make_data, rows_of
+from gcf.head.data import Standardizer, carve, make_data, rows_of, split_ids
 from gcf.head.run import load_run, save_run
 from gcf.head.synthetic import SynthConfig, synthesize
 from gcf.head.train import (accuracy, batches, clip_baselines, clip_scores, evaluate, fit_clip_classifiers,
@@ -49,6 +49,17 @@ def test_make_data_uses_val_as_test_when_the_store_has_no_test(data):
     assert "val split" in d.notes[0]
 
 
+def test_make_data_leaves_out_videos_with_nan_or_inf_features(data):
+    t = data.table
+    features = t.features.copy()
+    features[t.offsets[3] + 1, 5], features[t.offsets[7], 0] = np.nan, np.inf
+    d = make_data(replace(t, features=features), data.class_names)
+    used = np.concatenate([d.train, d.val, d.test])
+    assert 3 not in used and 7 not in used and len(used) == len(t.labels) - 2
+    assert d.notes[0] == f"left out 2 videos with NaN/Inf features ({t.video_ids[3]!r}, {t.video_ids[7]!r}); re-extract them"
+    assert np.isfinite(Standardizer.fit(d.table, d.train).std.numpy()).all()
+
+
 @pytest.mark.parametrize("policy", ["uniform", "random"])
 def test_batches_are_the_stores_clip_selection_standardised(data, policy):
     std = Standardizer.fit(data.table, data.train)
@@ -68,6 +79,18 @@ def test_standardizer_fits_train_clips(data):
     x = std(data.table.features[rows_of(data.table, data.train)])
     assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-3)
     assert torch.allclose(x.std(0), torch.ones(x.shape[1]), atol=1e-2)
+
+
+def test_standardizer_is_per_dimension_and_keeps_a_small_spread_on_a_large_offset(data):
+    t = data.table
+    features = t.features.astype(np.float32)
+    features[:, 0] += 1e6                                               # one dimension far off zero (spread ~1)
+    features[:, 1] = 3.0                                                # a constant dimension
+    std = Standardizer.fit(replace(t, features=features), data.train)
+    assert std.std[1] == 1.0 and std.mean[1] == 3.0
+    assert abs(float(std.std[0]) - float(data.table.features[:, 0].std())) < 0.1   # not cancelled to 0 or 1
+    x = std(features[rows_of(t, data.train)])
+    assert torch.allclose(x[:, 2:].std(0), torch.ones(x.shape[1] - 2), atol=1e-2)   # the others still standardised
 
 
 def test_training_beats_chance_and_averaging(data, trained):
@@ -103,11 +126,12 @@ def test_accuracy_top5_and_mean_class():
 def test_run_round_trip_reproduces_predictions(tmp_path, data, trained):
     source = {"store": "x.zarr", "backbone": "toy", "weights": "random", "feature_dim": SMALL.dim,
               "class_names": list(data.class_names)}
-    save_run(tmp_path / "run", trained, None, source)
-    for name in ("config.json", "head.safetensors", "history.csv", "metrics.json", "curves.png"):
+    save_run(tmp_path / "run", trained, None, source, split_ids(data))
+    for name in ("config.json", "splits.json", "head.safetensors", "history.csv", "metrics.json", "curves.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
     run = load_run(tmp_path / "run")
     assert run.head.head_cfg == trained.head_cfg and run.head.cfg == trained.cfg
+    assert run.splits["test"] == [data.table.video_ids[v] for v in data.test]
     again, logits = evaluate(run.head, data)
     assert again == trained.metrics
     assert torch.equal(logits, evaluate(trained, data)[1])

@@ -74,6 +74,14 @@ def test_meta_mismatch_names_each_field(store):
     assert_intact(store)
 
 
+@pytest.mark.parametrize("names, words", [(("run", "jump", "run"), "class name 'run' is given twice"),
+                                          (("run", " "), "class 1 has a blank name")])
+def test_blank_or_repeated_class_names_are_refused(tmp_path, names, words):
+    with pytest.raises(GcfError, match=words):
+        StoreWriter(tmp_path / "s.zarr", dataclasses.replace(META, class_names=names))
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_other_schema_version_is_refused(store):
     if store.suffix == ".zarr":
         f = store / "zarr.json"

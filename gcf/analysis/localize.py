@@ -139,7 +139,7 @@ def localize_store(model: Model, split: str, threshold: float, by: str = "eviden
     from gcf.head.data import load_store
     from gcf.store import open_store
 
-    data, _, _ = load_store(str(model.store))
+    data, _, _ = load_store(str(model.store), model.run.splits)     # the splits the run was trained with
     t = data.table
     chosen = np.arange(len(t.video_ids)) if split == "all" else getattr(data, split)
     if len(chosen) == 0:

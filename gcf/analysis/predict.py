@@ -183,13 +183,14 @@ def video_clips(model: torch.nn.Module, meta: StoreMeta, path: str | Path, batch
 
 
 def passes(n: int, clips: int) -> np.ndarray:
-    """Clip indices [P, min(n, clips)] covering all n clips: pass k takes one clip per equal segment at phase k.
+    """Clip indices [P, clips] covering all n clips: pass k takes one clip per equal segment at phase k.
 
     Together the P = ceil(n / clips) passes sample the grid (i + 0.5) * n / (P * clips), whose step is at most one
-    clip, so every clip is in at least one pass; each pass is in temporal order, like training's selection.
+    clip, so every clip is in at least one pass; each pass is in temporal order, like training's selection. A
+    video of fewer clips is loop-padded to C (0, 1, ..., n-1, 0, ...), as training and evaluation pad it.
     """
     if n <= clips:
-        return np.arange(n)[None]
+        return (np.arange(clips) % n)[None]
     p = math.ceil(n / clips)
     grid = ((np.arange(p * clips) + 0.5) * n / (p * clips)).astype(np.int64)
     return grid.reshape(clips, p).T

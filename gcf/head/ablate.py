@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from gcf import __version__
 from gcf.device import check_device
-from gcf.errors import GcfError
-from gcf.head.ablate_report import BASELINES, plural, result_row, write_reports
+from gcf.errors import GcfError, plural
+from gcf.head.ablate_report import BASELINES, result_row, write_reports
 from gcf.head.complexity import complexity
 from gcf.head.data import Data, load_store
 from gcf.head.registry import HEADS, HeadConfig, canonical

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gcf.errors import plural
+
 COLUMNS = ("top1", "top5", "mean_class", "val_top1", "val_top5", "val_mean_class", "val_loss", "params", "mflops",
            "best_epoch", "epochs_run", "seconds", "stack", "stopped")
 AVERAGED = ("top1", "top5", "mean_class", "val_top1", "val_loss", "seconds")
@@ -21,11 +23,6 @@ BASELINES = ("C-Clip", "D-Clips")
 AXES = (("dim", "fig3a_dim.png", "head width D"), ("layers", "fig3b_layers.png", "fusion layers n"),
         ("clips", "clips.png", "clips per video C"))
 PLOTS = (*(name for _, name, _ in AXES), "table2_modules.png")
-
-
-def plural(n: int, word: str) -> str:
-    """'1 run', '2 runs'."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def result_row(record: dict) -> dict:

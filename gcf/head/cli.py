@@ -13,7 +13,7 @@ import click
 from gcf.device import check_device
 from gcf.errors import GcfError
 from gcf.head import HeadConfig, complexity, list_heads
-from gcf.head.data import load_store
+from gcf.head.data import load_store, split_ids
 from gcf.head.run import load_run, plot_confusion, save_run
 from gcf.head.train import (RECIPES, check_data, clip_baselines, clip_scores, evaluate, fit_clip_classifiers, recipe,
                             train)
@@ -89,7 +89,7 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
     clip = None
     if backbone_probs is None:
         clip = fit_clip_classifiers(data, [cfg], device)[0]
-    save_run(path, result, clip, {**source, "notes": list(data.notes)})
+    save_run(path, result, clip, {**source, "notes": list(data.notes)}, split_ids(data))
     if clip is not None and clip.stopped:
         click.echo(f"warning: the C-Clip/D-Clips clip classifier stopped early: {clip.stopped}", err=True)
     if result.stopped:
@@ -106,11 +106,16 @@ def eval_run(run, store, as_json):
     """Compare C-Clip, D-Clips and the trained head of RUN on the test split (Table 1 style)."""
     r = load_run(run)
     store = store or r.config["store"]
-    data, source, backbone_probs = load_store(store)
+    data, source, backbone_probs = load_store(store, r.splits)
     for key in ("backbone", "feature_dim", "class_names"):
         if source[key] != r.config[key]:
             raise GcfError(f"{store}: {key} {_short(source[key])} differs from the run's {_short(r.config[key])} "
                            f"({Path(run) / 'config.json'}); evaluate on a store made like the run's")
+    if len(data.test) == 0:
+        raise GcfError(f"{store}: no test videos ({'; '.join(data.notes) or 'the test split is empty'}); "
+                       "evaluate on a store with a test split")
+    for note in data.notes:
+        click.echo(f"  {note}", err=as_json)
     for what, trained in (("head", r.head), ("C-Clip/D-Clips clip classifier", r.clip_classifier)):
         if trained is not None and trained.stopped:
             click.echo(f"warning: the run's {what} stopped early in training: {trained.stopped}", err=True)

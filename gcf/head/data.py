@@ -5,13 +5,16 @@ Batches (gcf.head.train.batches) are vectorised index gathers from the in-memory
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gcf.errors import plural
 from gcf.store import FeatureTable, open_store
+
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -43,23 +46,69 @@ def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, 
     """Assign videos to train/val/test from table.splits ("" counts as train), carving what is missing.
 
     Without a test split the store's val split becomes the test split, and without either a stratified
-    test split is carved from train; a missing val split is carved from train. Unlabelled videos are dropped.
+    test split is carved from train; a missing val split is carved from train. Unlabelled videos and videos
+    with NaN/Inf features are dropped (the latter with a note naming them).
     """
     splits = np.asarray(table.splits)
-    labelled = table.labels >= 0
-    pick = {s: np.flatnonzero((splits == s) & labelled) for s in ("train", "val", "test")}
-    train = np.flatnonzero(((splits == "train") | (splits == "")) & labelled)
-    val, test, notes = pick["val"], pick["test"], []
+    usable, notes = table.labels >= 0, []
+    broken = usable & ~finite_videos(table)
+    if broken.any():
+        usable &= ~broken
+        first = ", ".join(repr(table.video_ids[v]) for v in np.flatnonzero(broken)[:3])
+        notes.append(f"left out {plural(int(broken.sum()), 'video')} with NaN/Inf features ({first}"
+                     f"{', ...' if broken.sum() > 3 else ''}); re-extract them")
+    pick = {s: np.flatnonzero((splits == s) & usable) for s in ("train", "val", "test")}
+    train = np.flatnonzero(((splits == "train") | (splits == "")) & usable)
+    val, test = pick["val"], pick["test"]
     if len(test) == 0 and len(val) > 0:
         test, val = val, val[:0]
         notes.append("test: the store's val split (it has no test split)")
     elif len(test) == 0:
         train, test = carve(train, table.labels, test_fraction, seed)
-        notes.append(f"test: {test_fraction:.0%} of train, stratified, seed {seed} (the store has no test split)")
+        notes.append(f"test: {len(test)} videos carved from train ({test_fraction:.0%}, at least one of every class "
+                     f"with two or more), stratified, seed {seed} (the store has no test split)")
     if len(val) == 0:
         train, val = carve(train, table.labels, val_fraction, seed + 1)
-        notes.append(f"val: {val_fraction:.0%} of train, stratified, seed {seed + 1}")
+        notes.append(f"val: {len(val)} videos carved from train ({val_fraction:.0%}, at least one of every class "
+                     f"with two or more), stratified, seed {seed + 1}")
     return Data(table, train, val, test, tuple(class_names), tuple(notes))
+
+
+def finite_videos(table: FeatureTable, rows: int = 16384) -> np.ndarray:
+    """Per video: are all its descriptors finite? Checked `rows` rows at a time (bounded memory)."""
+    bad = np.zeros(len(table.features) + 1, dtype=np.int64)
+    for s in range(0, len(table.features), rows):
+        bad[s + 1:s + 1 + rows] = ~np.isfinite(table.features[s:s + rows]).all(1)
+    bad = np.cumsum(bad)
+    return bad[table.offsets[1:]] == bad[table.offsets[:-1]]
+
+
+def split_ids(data: Data) -> dict[str, list[str]]:
+    """The video ids of each split: what a run records so that eval and localize test on the same videos."""
+    return {name: [data.table.video_ids[v] for v in getattr(data, name)] for name in SPLIT_NAMES}
+
+
+def reuse_splits(data: Data, ids: dict[str, list[str]]) -> Data:
+    """`data` split as a run recorded it (split_ids), so videos added to the store later are not tested on.
+
+    When some of the run's test videos are not in the store (another store), the store's own test split is kept
+    without the videos the run trained or validated on.
+    """
+    index = {vid: i for i, vid in enumerate(data.table.video_ids) if data.table.labels[i] >= 0}
+    if all(vid in index for vid in ids["test"]):
+        picked = {n: np.sort(np.asarray([index[v] for v in ids[n] if v in index], dtype=np.int64))
+                  for n in SPLIT_NAMES}
+        new = len(index) - sum(map(len, picked.values()))
+        note = f"splits: the run's ({len(picked['test'])} test videos)" + (
+            f"; {plural(new, 'video')} added to the store since are in none" if new > 0 else "")
+        return replace(data, **picked, notes=(note,))
+    seen = np.asarray([index[v] for n in ("train", "val") for v in ids[n] if v in index], dtype=np.int64)
+    test = np.setdiff1d(data.test, seen)
+    missing = sum(vid not in index for vid in ids["test"])
+    note = (f"test: the store's own test split ({plural(missing, 'test video')} of the run's not in this store)"
+            + (f", without the {len(data.test) - len(test)} the run trained or validated on"
+               if len(test) < len(data.test) else ""))
+    return replace(data, test=test, notes=(*data.notes, note))
 
 
 @dataclass(frozen=True)
@@ -70,16 +119,15 @@ class Standardizer:
     std: torch.Tensor    # [d] float32
 
     @classmethod
-    def fit(cls, table: FeatureTable, videos: np.ndarray) -> "Standardizer":
-        """Mean and std over every clip of `videos`; a constant dimension keeps std 1."""
-        rows = rows_of(table, videos)
-        total = np.zeros(table.features.shape[1]), np.zeros(table.features.shape[1])
-        for chunk in np.array_split(rows, max(1, len(rows) // 65536)):
-            x = table.features[chunk].astype(np.float64)
-            total = total[0] + x.sum(0), total[1] + (x * x).sum(0)
-        mean = total[0] / len(rows)
-        std = np.sqrt(np.maximum(total[1] / len(rows) - mean * mean, 0.0))
-        std[std < 1e-6 * max(1.0, float(np.abs(mean).max()))] = 1.0
+    def fit(cls, table: FeatureTable, videos: np.ndarray, rows: int = 8192) -> "Standardizer":
+        """Mean and std over every clip of `videos`, in two passes of `rows` rows at a time (float64, so large
+        offsets keep their small spread); a dimension constant up to float precision keeps std 1."""
+        which = rows_of(table, videos)
+        chunks = [which[s:s + rows] for s in range(0, len(which), rows)]
+        mean = sum(table.features[c].astype(np.float64).sum(0) for c in chunks) / len(which)
+        var = sum(np.square(table.features[c].astype(np.float64) - mean).sum(0) for c in chunks) / len(which)
+        std = np.sqrt(var)
+        std[std <= 1e-7 * np.maximum(1.0, np.abs(mean))] = 1.0     # per dimension, below float32 rounding: constant
         return cls(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32))
 
     @classmethod
@@ -112,19 +160,22 @@ def clip_table(table: FeatureTable) -> FeatureTable:
                         np.repeat(table.labels, counts), list(np.repeat(table.splits, counts)))
 
 
-def load_store(path: str) -> tuple[Data, dict, np.ndarray | None]:
+def load_store(path: str, splits: dict[str, list[str]] | None = None) -> tuple[Data, dict, np.ndarray | None]:
     """Read a store into memory -> (Data, source description, backbone test-clip probabilities or None).
 
     Missing val/test splits are carved with seed 0 whatever the training seed, so runs of every seed are
     tested on the same videos. The source dict (store path, backbone, weights, feature_dim, class_names) goes
     into a run's config. The probabilities [test clips, K] are the softmax of the clip logits the backbone
     stored, present only when the store declares its logits' classes (extra["logits_classes"]) to be its class
-    names; C-Clip and D-Clips then use them instead of a trained clip classifier.
+    names; C-Clip and D-Clips then use them instead of a trained clip classifier. `splits` (a run's split_ids)
+    replaces the store's splits by the run's (reuse_splits).
     """
     reader = open_store(path)
     meta = reader.meta
     table = reader.load()
     data = make_data(table, tuple(meta.class_names))
+    if splits is not None:
+        data = reuse_splits(data, splits)
     source = {"store": str(Path(path).resolve()), "backbone": meta.backbone, "weights": meta.weights,
               "feature_dim": meta.feature_dim, "class_names": list(meta.class_names)}
     probs = None

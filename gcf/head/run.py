@@ -1,4 +1,5 @@
-"""A run directory: config.json, weights (safetensors), history.csv, metrics.json, curves.png; and loading it back."""
+"""A run directory: config.json, splits.json, weights (safetensors), history.csv, metrics.json, curves.png; and
+loading it back."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from gcf.head.train import Result, TrainConfig
 
 HEAD_WEIGHTS = "head.safetensors"
 CLIP_WEIGHTS = "clip_classifier.safetensors"
+SPLITS = "splits.json"
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Run:
     config: dict
     head: Result
     clip_classifier: Result | None
+    splits: dict[str, list[str]] | None     # video ids of train/val/test as trained (None: a run from gcf < 0.2.1)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -45,14 +48,16 @@ def _trained_json(r: Result) -> dict:
             "best_epoch": r.best_epoch, "stopped": r.stopped}
 
 
-def save_run(out: Path, result: Result, clip: Result | None, source: dict) -> None:
-    """Write the run directory `out` (created, must be free); `source` names the store: path, backbone, weights."""
+def save_run(out: Path, result: Result, clip: Result | None, source: dict, splits: dict[str, list[str]]) -> None:
+    """Write the run directory `out` (created, must be free); `source` names the store: path, backbone, weights;
+    `splits` the video ids of train/val/test, which eval and localize reuse."""
     out.mkdir(parents=True, exist_ok=True)
     config = {"gcf_version": __version__, **source, "feature_dim": result.head_cfg.in_dim,
               "class_names": list(source["class_names"]), "seed": result.cfg.seed, **_trained_json(result),
               "complexity": asdict(complexity(result.head_cfg)),
               "clip_classifier": None if clip is None else _trained_json(clip)}
     (out / "config.json").write_text(json.dumps(config, indent=1))
+    (out / SPLITS).write_text(json.dumps(splits))
     save_file({k: v.contiguous() for k, v in result.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
     if clip is not None:
         save_file({k: v.contiguous() for k, v in clip.head.state_dict().items()}, str(out / CLIP_WEIGHTS))
@@ -108,7 +113,15 @@ def load_run(path: str | Path) -> Run:
                        "`gcf train-head`") from e
     head = _load_trained(config, path / HEAD_WEIGHTS)
     clip = config.get("clip_classifier")
-    return Run(path, config, head, None if clip is None else _load_trained(clip, path / CLIP_WEIGHTS))
+    splits = None
+    if (path / SPLITS).exists():
+        try:
+            splits = json.loads((path / SPLITS).read_text())
+            if not all(isinstance(splits.get(n), list) for n in ("train", "val", "test")):
+                raise ValueError("expected lists of video ids under train, val and test")
+        except (OSError, ValueError, AttributeError) as e:
+            raise GcfError(f"{path / SPLITS}: not readable ({e}); train the run again") from e
+    return Run(path, config, head, None if clip is None else _load_trained(clip, path / CLIP_WEIGHTS), splits)
 
 
 def plot_confusion(scores: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], path: Path,

@@ -80,12 +80,18 @@ def meta_from_header(header: dict, where: str) -> StoreMeta:
 
 
 def check_meta(meta: StoreMeta, where: str) -> None:
-    """Reject metadata the store cannot hold (bad dtype, dim, normalisation)."""
+    """Reject metadata the store cannot hold (bad dtype, dim, normalisation, blank or repeated class names)."""
     if meta.dtype not in DTYPES:
         raise GcfError(f"{where}: descriptor dtype {meta.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     if meta.feature_dim < 1 or len(meta.mean) != 3 or len(meta.std) != 3:
         raise GcfError(f"{where}: bad store metadata (feature_dim={meta.feature_dim}, mean={meta.mean}, "
                        f"std={meta.std}); feature_dim must be positive and mean/std have 3 values")
+    blank = [i for i, name in enumerate(meta.class_names) if not str(name).strip()]
+    twice = sorted({name for i, name in enumerate(meta.class_names) if name in meta.class_names[:i]})
+    if blank or twice:
+        what = f"class {blank[0]} has a blank name" if blank else f"class name {twice[0]!r} is given twice"
+        raise GcfError(f"{where}: {what}; class names must be distinct and not blank (a blank label means "
+                       "an unlabelled video)")
 
 
 def meta_mismatch(stored: StoreMeta, wanted: StoreMeta, where: str) -> GcfError | None:
