@@ -112,6 +112,12 @@ def test_input_convention_follows_the_checkpoints_repository(tmp_path, style, ar
     assert build_backbone("resnet18", path, norm="imagenet", **SMALL["resnet18"]).spec.norm.name == "imagenet"
 
 
+def test_a_2017_checkpoint_with_its_prefix_stripped_keeps_its_convention(tmp_path):
+    state = {k: v for k, v in source_model("resnet18").state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save({"arch": "resnet-18", "state_dict": state}, tmp_path / "w.pth")   # before PyTorch 0.4.1: no counters
+    assert build_backbone("resnet18", tmp_path / "w.pth", **SMALL["resnet18"]).spec.norm.name == "activitynet"
+
+
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
 def test_num_classes_is_read_from_the_checkpoint(tmp_path, name):
     path = tmp_path / "ucf101.pth"
@@ -142,7 +148,7 @@ def test_shortcut_a_checkpoints_load_with_shortcut_a(tmp_path):
     path = tmp_path / "resnet-18-kinetics.pth"
     source = random_model("resnet18", shortcut="A")
     torch.save({"arch": "resnet-18", "state_dict": source.state_dict()}, path)
-    with pytest.raises(GcfError, match="no projection shortcuts: pass shortcut='A'"):
+    with pytest.raises(GcfError, match="no projection shortcuts: pass --option shortcut=A"):
         build_backbone("resnet18", path, **SMALL["resnet18"])
     loaded = build_backbone("resnet18", path, shortcut="A", **SMALL["resnet18"])
     with torch.no_grad():
@@ -152,10 +158,13 @@ def test_shortcut_a_checkpoints_load_with_shortcut_a(tmp_path):
 def test_files_that_are_not_checkpoints_give_clear_errors(tmp_path):
     good = tmp_path / "good.pth"
     torch.save(source_model("mobilenetv2").state_dict(), good)
-    cases = {"notes.txt": b"not a checkpoint\n", "empty.pth": b"", "truncated.pth": good.read_bytes()[:5000]}
-    for filename, data in cases.items():
+    cases = {"notes.txt": (b"not a checkpoint\n", "not a PyTorch checkpoint"),
+             "empty.pth": (b"", r"truncated or corrupt checkpoint \(0 bytes\); download it again"),
+             "truncated.pth": (good.read_bytes()[:5000], r"truncated or corrupt checkpoint \(5000 bytes\)"),
+             "drive.pth": (b"<!DOCTYPE html><html><head><title>Google Drive", "is a web page, not a checkpoint")}
+    for filename, (data, words) in cases.items():
         (tmp_path / filename).write_bytes(data)
-        with pytest.raises(GcfError, match=rf"{filename}: not a PyTorch checkpoint"):
+        with pytest.raises(GcfError, match=rf"{filename}: {words}"):
             build_backbone("mobilenetv2", tmp_path / filename, **SMALL["mobilenetv2"])
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled model: refused, never unpickled
     with pytest.raises(GcfError, match=r"module.pth: pickles torch.nn.modules.linear.Linear.*state_dict"):

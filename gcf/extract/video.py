@@ -59,17 +59,63 @@ class Clip:
 
 
 def probe(path: str | Path) -> VideoMeta:
-    """Frame count, frame rate, duration and size of a video; raises VideoError naming the file."""
-    path = str(path)
-    reader = _open(path)
+    """Frame count, frame rate, duration and display size of a video; raises VideoError naming the file."""
+    return _index(str(path)).meta
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What PyAV's demuxer says of the first video stream, without decoding it (bar the first frame)."""
+
+    meta: VideoMeta
+    times: np.ndarray      # [n_frames] presentation time of each frame, seconds from the first
+    rotation: int          # quarter turns counter-clockwise that display the decoded frames (display matrix)
+    seekable: bool         # a container decord seeks in frame-accurately (mp4/mov, matroska/webm, avi)
+
+
+SEEKABLE = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")   # FFmpeg demuxers with a frame index
+
+
+def _index(path: str) -> _Index:
+    """The frames a decoder outputs, from the packets of the first video stream: those an edit list discards do
+    not count; times from their sorted pts (frame count / average rate when the stream has none)."""
+    _check_file(path)
     try:
-        n_frames, fps = len(reader), float(reader.get_avg_fps())
-        height, width = reader[0].shape[:2]              # decodes the first frame: the file does decode
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream (audio only?); give a video file")
+            stream = container.streams.video[0]
+            packets, pts = 0, []                                   # counted, not kept: memory stays flat
+            for packet in container.demux(stream):
+                if packet.size:
+                    packets += 1
+                    if not packet.is_discard:
+                        pts.append(packet.pts)
+            listed, rate = stream.frames, float(stream.average_rate or stream.guessed_rate or 0)
+            fmt, base = container.format.name, float(stream.time_base or 0)
+        if listed > packets:                                       # mp4/mov/avi headers list every frame
+            raise VideoError(f"{path}: truncated: its header lists {listed} frames, the file holds {packets}; "
+                             "copy or download it again")
+        with av.open(path) as container:
+            first = next(container.decode(container.streams.video[0]), None)     # the stream does decode
+        if first is None:
+            raise VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
-        raise VideoError(f"{path}: cannot decode ({_clean(e)})") from None
-    if n_frames <= 0 or not fps > 0 or not np.isfinite(fps):
-        raise VideoError(f"{path}: decoder reports {n_frames} frames at {fps} fps; the file is damaged")
-    return VideoMeta(n_frames, fps, n_frames / fps, int(width), int(height))
+        raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
+    n = len(pts)
+    if None in pts or not base:
+        times = np.arange(n) / rate if rate > 0 else np.zeros(n)
+    else:
+        times = np.sort(np.asarray(pts, np.float64)) * base
+        times -= times[0] if n else 0.0
+    if n == 0 or not rate > 0 or not np.isfinite(rate):
+        raise VideoError(f"{path}: decoder reports {n} frames at {rate} fps; the file is damaged")
+    step = float(np.median(np.diff(times))) if n > 1 and times[-1] > 0 else 1.0 / rate
+    duration = float(times[-1]) + (step if step > 0 else 1.0 / rate)
+    rotation = round((first.rotation or 0) / 90) % 4
+    width, height = (first.height, first.width) if rotation % 2 else (first.width, first.height)
+    meta = VideoMeta(n, rate, duration, int(width), int(height))
+    return _Index(meta, times, rotation, fmt in SEEKABLE)
 
 
 def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16) -> range:
@@ -93,28 +139,37 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
     (file size + 2 KB per frame) before PyAV's sequential decoder is used instead.
     """
     path = str(path)
-    meta = probe(path)
+    index = _index(path)
+    meta = index.meta
     width, height = resized_size(meta.width, meta.height, size)
     try:
         readahead = os.path.getsize(path) + PACKET_OVERHEAD * meta.n_frames
     except OSError as e:                                  # vanished since probe
         raise VideoError(f"{path}: {e.strerror}") from None
-    reader = (_DecordReader if readahead <= readahead_limit else _StreamReader)(path, width, height, threads)
+    reader = None
+    if index.seekable and index.rotation == 0 and readahead <= readahead_limit:
+        reader = _DecordReader(path, width, height, threads)
+        if len(reader.reader) != meta.n_frames:           # decord counts frames an edit list discards
+            reader = None
+    reader = reader or _StreamReader(path, width, height, threads, index.rotation)
     top, left = (height - size) // 2, (width - size) // 2
     starts = list(clip_starts(meta.n_frames, clip_len, stride))
     per_window = max(1, window // max(stride, clip_len))
     for i in range(0, len(starts), per_window):
-        yield from _window(reader, meta, starts[i:i + per_window], clip_len, (top, left, size))
+        yield from _window(reader, index, starts[i:i + per_window], clip_len, (top, left, size))
 
 
-def _window(reader: _DecordReader | _StreamReader, meta: VideoMeta, starts: list[int], clip_len: int,
+def _window(reader: _DecordReader | _StreamReader, index: _Index, starts: list[int], clip_len: int,
             crop: tuple[int, int, int]) -> list[Clip]:
-    """The clips starting at `starts`, from one decoder call; the decoded window is freed on return."""
+    """The clips starting at `starts`, from one decoder call; the decoded window is freed on return.
+    A clip spans from its first frame's time to the next clip-length frame's (the video's end for the last)."""
     top, left, size = crop
+    meta, times = index.meta, index.times
     wanted = (np.asarray(starts)[:, None] + np.arange(clip_len)) % meta.n_frames     # loop padding for short videos
     unique = np.unique(wanted)
     frames = reader.read(unique)[:, top:top + size, left:left + size]
-    return [Clip(start, start / meta.fps, min((start + clip_len) / meta.fps, meta.duration), frames[idx])
+    end = lambda i: float(times[i]) if i < meta.n_frames else meta.duration   # noqa: E731
+    return [Clip(start, float(times[start]), end(start + clip_len), frames[idx])
             for start, idx in zip(starts, np.searchsorted(unique, wanted))]
 
 
@@ -142,8 +197,8 @@ class _StreamReader:
     (overlapping clips): those are kept from the previous window.
     """
 
-    def __init__(self, path: str, width: int, height: int, threads: int):
-        self.path, self.size, self.threads = path, (width, height), threads
+    def __init__(self, path: str, width: int, height: int, threads: int, rotation: int = 0):
+        self.path, self.size, self.threads, self.rotation = path, (width, height), threads, rotation
         self.scaler = VideoReformatter()                    # one scaler context for all frames: 2.5x faster
         try:
             self.container = av.open(path)
@@ -160,6 +215,7 @@ class _StreamReader:
         """Frames at sorted `indices` as uint8 [N, H, W, 3]; a decoder error or a short read is a VideoError."""
         width, height = self.size
         out = np.empty((len(indices), height, width, 3), np.uint8)
+        coded = (height, width) if self.rotation % 2 else (width, height)     # the size before the display turn
         try:
             for k, index in enumerate(indices):
                 if index < self.next:                     # overlap with the previous window
@@ -167,9 +223,9 @@ class _StreamReader:
                     continue
                 for position, frame in self.frames:
                     if position == index:
-                        frame = self.scaler.reformat(frame, width, height, "rgb24", interpolation="BICUBIC",
+                        frame = self.scaler.reformat(frame, *coded, "rgb24", interpolation="BICUBIC",
                                                      threads=self.threads)
-                        out[k] = frame.to_ndarray()
+                        out[k] = np.rot90(frame.to_ndarray(), self.rotation)
                         break
                 else:
                     raise _short_read(self.path, k, indices)
@@ -186,12 +242,17 @@ def _short_read(path: str, got: int, indices: np.ndarray) -> VideoError:
                       f"the file is probably truncated")
 
 
-def _open(path: str, width: int = -1, height: int = -1, threads: int = 1) -> decord.VideoReader:
-    """A decord reader (optionally resizing to width x height), or VideoError with the reason."""
+def _check_file(path: str) -> None:
+    """VideoError unless `path` is a non-empty file."""
     if not os.path.isfile(path):
         raise VideoError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+
+
+def _open(path: str, width: int = -1, height: int = -1, threads: int = 1) -> decord.VideoReader:
+    """A decord reader (optionally resizing to width x height), or VideoError with the reason."""
+    _check_file(path)
     try:
         return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
     except DECODER_ERRORS as e:

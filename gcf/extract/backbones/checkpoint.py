@@ -28,7 +28,7 @@ class Checkpoint:
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint file's state dict on the CPU; a GcfError says why a file is not one."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise GcfError(f"{path}: no such checkpoint file; give the path of a .pth file, or 'random'")
     try:
@@ -38,7 +38,16 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if found:
             raise GcfError(f"{path}: pickles {found[1]} (code, not only tensors), and gcf loads weights only; "
                            "save the model's state_dict() instead") from e
-        raise GcfError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:80] or 'unreadable'}); "
+        head = path.read_bytes()[:64].lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html", b"<")):
+            raise GcfError(f"{path}: is a web page, not a checkpoint (a download link that returned HTML); "
+                           "download the file itself") from e
+        zipped = head.startswith(b"pk\x03\x04")                   # torch.save's zip format, yet unreadable
+        if zipped or isinstance(e, EOFError) or re.search(r"central directory|unexpected EOF|truncated", str(e), re.I):
+            raise GcfError(f"{path}: truncated or corrupt checkpoint ({path.stat().st_size} bytes); "
+                           "download it again") from e
+        first = (str(e).strip().splitlines() or ["unreadable"])[0][:200]
+        raise GcfError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {first}); "
                        "give a .pth file written by torch.save") from e
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
@@ -47,16 +56,18 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
                        "give a model checkpoint")
     prefixed = all(k.startswith("module.") for k in state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    origin, norm = _origin(obj.get("arch"), prefixed)
+    counters = any(k.endswith("num_batches_tracked") for k in state)
+    origin, norm = _origin(obj.get("arch"), prefixed, counters)
     return Checkpoint(state, origin, norm)
 
 
-def _origin(arch: object, prefixed: bool) -> tuple[str | None, str | None]:
+def _origin(arch: object, prefixed: bool, counters: bool) -> tuple[str | None, str | None]:
     """Tell the publishing repository from the save format: 'arch' is 'resnext-101' in 3D-ResNets-PyTorch, 'resnext'
-    in Efficient-3DCNNs; only master strips the DataParallel 'module.' prefix."""
+    in Efficient-3DCNNs; only master strips the DataParallel 'module.' prefix, and only the 2017 release (saved
+    before PyTorch 0.4.1) has no BatchNorm num_batches_tracked counters, even once its prefix was stripped."""
     if not isinstance(arch, str):
         return None, None
-    if not prefixed:
+    if not prefixed and counters:
         return "kenshohara/3D-ResNets-PyTorch master", "kinetics"
     if "-" in arch:
         return "kenshohara/3D-ResNets-PyTorch CVPR2018 branch", "activitynet"
@@ -76,7 +87,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
             ("missing keys", missing), ("unexpected keys", unexpected), ("shape conflicts", conflicts)) if keys)
         hint = "check the backbone name and its options (width, groups, num_classes)"
         if missing and not unexpected and all(".downsample." in k for k in missing):
-            hint = "the file has no projection shortcuts: pass shortcut='A'"
+            hint = "the file has no projection shortcuts: pass --option shortcut=A"
         raise GcfError(f"{path}: does not fit {what}: {problems}; {hint}")
     model.load_state_dict(state, strict=False)
 
