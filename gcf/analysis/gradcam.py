@@ -133,7 +133,7 @@ def explain_video(model: Model, backbone: torch.nn.Module, path: str | Path, pre
     The selected clips are decoded again: at the store's crop size for the backbone and at `size` for display
     (the same centre crop, so the heat lines up).
     """
-    from gcf.extract.video import iter_clips
+    from gcf.extract.video import index_video, iter_clips
 
     meta = model.meta
     chosen = select_clips(pred, threshold, max_clips)
@@ -143,9 +143,9 @@ def explain_video(model: Model, backbone: torch.nn.Module, path: str | Path, pre
     target = pred.top(1)[0][0]
     grads = head_gradient(model.head, features, target)[2][chosen].numpy()
     wanted = set(chosen.tolist())
-    inputs, shown = [], []
-    for i, (a, b) in enumerate(zip(iter_clips(path, meta.clip_len, meta.stride, meta.input_size, threads=0),
-                                   iter_clips(path, meta.clip_len, meta.stride, size, threads=0))):
+    inputs, shown, index = [], [], index_video(path)
+    decode = lambda side: iter_clips(path, meta.clip_len, meta.stride, side, threads=0, index=index)  # noqa: E731
+    for i, (a, b) in enumerate(zip(decode(meta.input_size), decode(size))):
         if i in wanted:
             inputs.append(a.frames)
             shown.append(b.frames)

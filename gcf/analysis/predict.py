@@ -161,7 +161,7 @@ class VideoClips:
 
 def video_clips(model: torch.nn.Module, meta: StoreMeta, path: str | Path, batch_size: int = 16) -> VideoClips:
     """Every clip of a video, cut and described as the store's were; a VideoError (GcfError) names a broken file."""
-    from gcf.extract.video import iter_clips, probe
+    from gcf.extract.video import index_video, iter_clips
 
     device = next(model.parameters()).device
     features, times, batch = [], [], []
@@ -172,14 +172,15 @@ def video_clips(model: torch.nn.Module, meta: StoreMeta, path: str | Path, batch
             features.append(model.descriptor(x).float().cpu().numpy())
         batch.clear()
 
-    for clip in iter_clips(path, meta.clip_len, meta.stride, meta.input_size, threads=0):
+    index = index_video(path)
+    for clip in iter_clips(path, meta.clip_len, meta.stride, meta.input_size, threads=0, index=index):
         batch.append(clip.frames)
         times.append((clip.start_s, clip.end_s))
         if len(batch) == batch_size:
             flush()
     if batch:
         flush()
-    return VideoClips(str(path), np.concatenate(features), np.asarray(times, np.float64), probe(path).duration)
+    return VideoClips(str(path), np.concatenate(features), np.asarray(times, np.float64), index.meta.duration)
 
 
 def passes(n: int, clips: int) -> np.ndarray:

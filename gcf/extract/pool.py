@@ -267,7 +267,7 @@ def _send(conn: Connection, msg: tuple) -> None:
 def _worker_main(conn: Connection, shm_name: str, config: DecodeConfig, free: list[int]) -> None:
     """Decode assigned videos clip by clip into free slots; leave Ctrl-C to the main process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from gcf.extract.video import iter_clips, probe
+    from gcf.extract.video import index_video, iter_clips
 
     os.nice(config.nice)
 
@@ -295,9 +295,10 @@ def _worker_main(conn: Connection, shm_name: str, config: DecodeConfig, free: li
             task = tasks.popleft()
             slot = None
             try:
-                conn.send(("started", task.key, probe(task.path)))
+                index = index_video(task.path)
+                conn.send(("started", task.key, index.meta))
                 starts, times = [], []
-                for clip in iter_clips(task.path, c.clip_len, c.stride, c.size):
+                for clip in iter_clips(task.path, c.clip_len, c.stride, c.size, index=index):
                     if slot is None:
                         while not free:
                             receive()

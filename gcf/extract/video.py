@@ -60,11 +60,11 @@ class Clip:
 
 def probe(path: str | Path) -> VideoMeta:
     """Frame count, frame rate, duration and display size of a video; raises VideoError naming the file."""
-    return _index(str(path)).meta
+    return index_video(path).meta
 
 
 @dataclass(frozen=True)
-class _Index:
+class VideoIndex:
     """What PyAV's demuxer says of the first video stream, without decoding it (bar the first frame)."""
 
     meta: VideoMeta
@@ -76,9 +76,11 @@ class _Index:
 SEEKABLE = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi")   # FFmpeg demuxers with a frame index
 
 
-def _index(path: str) -> _Index:
+def index_video(path: str | Path) -> VideoIndex:
     """The frames a decoder outputs, from the packets of the first video stream: those an edit list discards do
-    not count; times from their sorted pts (frame count / average rate when the stream has none)."""
+    not count; times from their sorted pts (frame count / average rate when the stream has none). One pass over
+    the file's packets: give it to iter_clips rather than indexing a video twice."""
+    path = str(path)
     _check_file(path)
     try:
         with av.open(path) as container:
@@ -115,7 +117,7 @@ def _index(path: str) -> _Index:
     rotation = round((first.rotation or 0) / 90) % 4
     width, height = (first.height, first.width) if rotation % 2 else (first.width, first.height)
     meta = VideoMeta(n, rate, duration, int(width), int(height))
-    return _Index(meta, times, rotation, fmt in SEEKABLE)
+    return VideoIndex(meta, times, rotation, fmt in SEEKABLE)
 
 
 def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16) -> range:
@@ -131,15 +133,16 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int = 112, window: int = 128,
-               threads: int = 1, readahead_limit: int = 64 << 20) -> Iterator[Clip]:
+               threads: int = 1, readahead_limit: int = 64 << 20, index: VideoIndex | None = None) -> Iterator[Clip]:
     """Every clip of a video, short side resized (by the decoder) to `size` and centre cropped to size x size.
 
     `window`: frames decoded per step (memory bound). `threads`: decoder threads (0 = auto; 1 by default because
     the pipeline runs one decoder per worker process). `readahead_limit`: bytes decord's read-ahead may take
-    (file size + 2 KB per frame) before PyAV's sequential decoder is used instead.
+    (file size + 2 KB per frame) before PyAV's sequential decoder is used instead. `index`: the video's
+    index_video(), when the caller already has it.
     """
     path = str(path)
-    index = _index(path)
+    index = index or index_video(path)
     meta = index.meta
     width, height = resized_size(meta.width, meta.height, size)
     try:
@@ -159,7 +162,7 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
         yield from _window(reader, index, starts[i:i + per_window], clip_len, (top, left, size))
 
 
-def _window(reader: _DecordReader | _StreamReader, index: _Index, starts: list[int], clip_len: int,
+def _window(reader: _DecordReader | _StreamReader, index: VideoIndex, starts: list[int], clip_len: int,
             crop: tuple[int, int, int]) -> list[Clip]:
     """The clips starting at `starts`, from one decoder call; the decoded window is freed on return.
     A clip spans from its first frame's time to the next clip-length frame's (the video's end for the last)."""

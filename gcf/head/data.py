@@ -57,7 +57,7 @@ def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, 
         first = ", ".join(repr(table.video_ids[v]) for v in np.flatnonzero(broken)[:3])
         notes.append(f"left out {plural(int(broken.sum()), 'video')} with NaN/Inf features ({first}"
                      f"{', ...' if broken.sum() > 3 else ''}); re-extract them")
-    pick = {s: np.flatnonzero((splits == s) & usable) for s in ("train", "val", "test")}
+    pick = {s: np.flatnonzero((splits == s) & usable) for s in SPLIT_NAMES}
     train = np.flatnonzero(((splits == "train") | (splits == "")) & usable)
     val, test = pick["val"], pick["test"]
     if len(test) == 0 and len(val) > 0:

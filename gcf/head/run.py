@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from gcf import __version__
 from gcf.errors import GcfError
 from gcf.head.complexity import complexity
-from gcf.head.data import Standardizer
+from gcf.head.data import SPLIT_NAMES, Standardizer
 from gcf.head.registry import HeadConfig, build
 from gcf.head.train import Result, TrainConfig
 
@@ -117,7 +117,7 @@ def load_run(path: str | Path) -> Run:
     if (path / SPLITS).exists():
         try:
             splits = json.loads((path / SPLITS).read_text())
-            if not all(isinstance(splits.get(n), list) for n in ("train", "val", "test")):
+            if not all(isinstance(splits.get(n), list) for n in SPLIT_NAMES):
                 raise ValueError("expected lists of video ids under train, val and test")
         except (OSError, ValueError, AttributeError) as e:
             raise GcfError(f"{path / SPLITS}: not readable ({e}); train the run again") from e

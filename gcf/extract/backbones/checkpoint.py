@@ -39,7 +39,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise GcfError(f"{path}: pickles {found[1]} (code, not only tensors), and gcf loads weights only; "
                            "save the model's state_dict() instead") from e
         head = path.read_bytes()[:64].lstrip().lower()
-        if head.startswith((b"<!doctype html", b"<html", b"<")):
+        if head.startswith(b"<"):                                   # <!DOCTYPE html>, <html>: a web page
             raise GcfError(f"{path}: is a web page, not a checkpoint (a download link that returned HTML); "
                            "download the file itself") from e
         zipped = head.startswith(b"pk\x03\x04")                   # torch.save's zip format, yet unreadable
