@@ -80,6 +80,12 @@ def test_csv_and_plain_lists(tmp_path):
     assert [i.video_id for i in data.items] == ["a/one", "b/three"] and data.missing() == []
 
 
+def test_a_listed_file_name_with_a_comma_is_one_path(tmp_path):
+    touch(tmp_path, "a/Hello, world.mp4", "a/plain.mp4")
+    lst = write(tmp_path / "videos.txt", "a/Hello, world.mp4\na/plain.mp4,walk\n")
+    assert [(i.video_id, i.label) for i in discover(lst).items] == [("a/Hello, world", None), ("a/plain", "walk")]
+
+
 def test_single_video_file(synth_videos):
     path = synth_videos / "class_0" / "vid_000.mp4"
     assert discover(path).items == [VideoItem(str(path), "vid_000", None, "")]

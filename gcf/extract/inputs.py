@@ -157,10 +157,16 @@ def _from_file(path: Path, base: Path) -> tuple[list[VideoItem], list[str]]:
 
 
 def _from_list(path: Path, base: Path) -> list[VideoItem]:
-    """`path,label[,split]` rows (header optional) or one path per line."""
+    """`path,label[,split]` rows (header optional) or one path per line (a file name may hold a comma)."""
+    with open(path, encoding="utf-8-sig") as f:
+        raw = f.read().splitlines()
     items = []
     for line, row in _rows(path, ("path", "label", "split")):
         video = _resolve(base, row["path"])
+        whole = _resolve(base, raw[line - 1].strip())      # csv rows number as lines (no quoted line breaks)
+        if "," in raw[line - 1] and not video.is_file() and whole.is_file():   # `my, video.mp4` is one path
+            items.append(VideoItem(str(whole), _video_id(whole, base), None, ""))
+            continue
         items.append(VideoItem(str(video), _video_id(video, base), row.get("label") or None,
                                _split(row.get("split", ""), path, line)))
     return items

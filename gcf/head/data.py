@@ -94,14 +94,16 @@ def reuse_splits(data: Data, ids: dict[str, list[str]]) -> Data:
     When some of the run's test videos are not in the store (another store), the store's own test split is kept
     without the videos the run trained or validated on.
     """
-    index = {vid: i for i, vid in enumerate(data.table.video_ids) if data.table.labels[i] >= 0}
+    usable = np.concatenate([data.train, data.val, data.test])     # labelled, finite
+    index = {data.table.video_ids[i]: int(i) for i in usable}
     if all(vid in index for vid in ids["test"]):
         picked = {n: np.sort(np.asarray([index[v] for v in ids[n] if v in index], dtype=np.int64))
                   for n in SPLIT_NAMES}
         new = len(index) - sum(map(len, picked.values()))
         note = f"splits: the run's ({len(picked['test'])} test videos)" + (
             f"; {plural(new, 'video')} added to the store since are in none" if new > 0 else "")
-        return replace(data, **picked, notes=(note,))
+        kept = tuple(n for n in data.notes if not n.startswith(("test:", "val:")))   # not how splits were carved
+        return replace(data, **picked, notes=(*kept, note))
     seen = np.asarray([index[v] for n in ("train", "val") for v in ids[n] if v in index], dtype=np.int64)
     test = np.setdiff1d(data.test, seen)
     missing = sum(vid not in index for vid in ids["test"])

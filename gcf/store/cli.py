@@ -68,6 +68,8 @@ def info(path: str, as_json: bool) -> None:
     click.echo(f"size:      {s['size_bytes'] / 2**20:.1f} MiB on disk")
     for vid, err in list(r.failed.items())[:5]:
         click.echo(f"failed:    {vid}: {err}")
+    if len(r.failed) > 5:
+        click.echo(f"failed:    ... {len(r.failed) - 5} more (`gcf store info {path} --json` lists them all)")
 
 
 @store.command()
