@@ -23,8 +23,9 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "resnet101": {"width": 0.125}, "r2plus1d18": {"width": 0.125}, "r2plus1d34": {"width": 0.125},
          "r2plus1d50": {"width": 0.125}, "r2plus1d101": {"width": 0.125}, "resnext101": {"width": 0.25},
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
-         "shufflenetv2": {"width": 0.25}}
-FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2"]
+         "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m": {"width": 0.125}, "r2plus1d34_ig65m8": {"width": 0.125}}
+FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
+            "r2plus1d34_ig65m"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -60,6 +61,7 @@ def count_params(name: str, **options) -> int:
     ("shufflenetv2", {"width": 2.0}, 6_639_816),  # the paper's 3D-ShuffleNet, 6.64M
     ("resnext101", {}, 48_750_616),
     ("r2plus1d50", {}, 47_445_182),  # the closest R(2+1)D to the paper's 50.91M; none is within 1%
+    ("r2plus1d34_ig65m", {}, 63_799_775),  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected
@@ -144,6 +146,29 @@ def test_mismatch_lists_missing_unexpected_keys_and_shape_conflicts(tmp_path):
         build_backbone("resnet18", path, num_classes=400, **SMALL["resnet18"])
 
 
+def test_vmz_r2plus1d_has_torchvision_names_and_caffe2_widths():
+    """ig65m-pytorch builds torchvision's VideoResNet, then widens the second (2+1)D conv of layers 2-4's first
+    block to 288/576/1152 middle channels and sets BatchNorm eps 1e-3 (checked against torchvision 0.29.1: same
+    keys, identical outputs; see docs/backbones.md)."""
+    with torch.device("meta"):
+        model = REGISTRY["r2plus1d34_ig65m"].build(num_classes=400)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["stem.0.weight"] == (45, 3, 1, 7, 7) and shapes["stem.3.weight"] == (64, 45, 3, 1, 1)
+    assert shapes["layer2.0.conv1.0.0.weight"] == (230, 64, 1, 3, 3)
+    for layer, mid, c in ((2, 288, 128), (3, 576, 256), (4, 1152, 512)):
+        assert shapes[f"layer{layer}.0.conv2.0.0.weight"] == (mid, c, 1, 3, 3)
+        assert shapes[f"layer{layer}.0.conv2.0.3.weight"] == (c, mid, 3, 1, 1)
+    assert shapes["layer4.0.downsample.0.weight"] == (512, 256, 1, 1, 1) and shapes["fc.weight"] == (400, 512)
+    assert {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-3}
+
+
+def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
+    path = tmp_path / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth"
+    torch.save(source_model("r2plus1d34_ig65m").state_dict(), path)
+    with pytest.raises(GcfError, match="torchvision's VideoResNet layout: use .* r2plus1d34_ig65m"):
+        build_backbone("r2plus1d34", path, **SMALL["r2plus1d34"])
+
+
 def test_shortcut_a_checkpoints_load_with_shortcut_a(tmp_path):
     path = tmp_path / "resnet-18-kinetics.pth"
     source = random_model("resnet18", shortcut="A")
@@ -211,7 +236,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert maps[0].shape[:2] == (2, spec.feature_dim)
     assert torch.allclose(maps[0].mean(dim=(2, 3, 4)), v)
     assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
-    assert (spec.clip_len, spec.input_size, spec.weights, spec.seed) == (16, 112, "random", 1)
+    assert (spec.clip_len, spec.input_size, spec.weights, spec.seed) == (REGISTRY[name].clip_len, 112, "random", 1)
+    assert spec.clip_len == {"r2plus1d34_ig65m": 32, "r2plus1d34_ig65m8": 8}.get(name, 16)   # what weights expect
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 
 

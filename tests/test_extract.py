@@ -269,6 +269,10 @@ def test_overwrite_redoes_everything_and_deletes_only_stores(synth_videos, tmp_p
 def test_user_errors_are_one_line(synth_videos, tmp_path):
     bad = run_gcf("extract", "--backbone", "nope", "--weights", "random", synth_videos, cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "unknown backbone" in bad.stderr
+    small = run_gcf("extract", "--backbone", "shufflenet", "--weights", "random", "--clip-len", "4", synth_videos,
+                    cwd=tmp_path, check=False)   # its last 2x3x3 pooling needs more frames than 4 leave
+    assert small.returncode == 2 and small.stderr.count("\n") == 1
+    assert "shufflenet cannot take 4-frame clips of 112x112 px" in small.stderr and "Traceback" not in small.stderr
     assert not (tmp_path / "features.zarr").exists()
 
 

@@ -1,6 +1,6 @@
 """Stage one: decode videos into clips, run a 3D-CNN backbone, write pooled clip descriptors to the store."""
 
-_BACKBONE_API = ("build_backbone", "backbone_spec", "list_backbones")
+_BACKBONE_API = ("build_backbone", "backbone_spec", "check_geometry", "list_backbones")
 
 
 def __getattr__(name: str):

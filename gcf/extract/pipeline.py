@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from gcf.errors import GcfError
-from gcf.extract import backbone_spec, build_backbone
+from gcf.extract import backbone_spec, build_backbone, check_geometry
 from gcf.extract.inputs import VideoItem, discover
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Done, Failed, Started, Task
 from gcf.store import StoreMeta, StoreWriter, VideoInfo, open_store, remove_store
@@ -116,6 +116,7 @@ class ExtractSummary:
 def extract(config: ExtractConfig) -> ExtractSummary:
     """Run stage one as configured: discover, shard, skip what the store holds, extract the rest."""
     clip_len, stride, size = geometry(config, backbone_spec(config.backbone, norm=config.norm, **dict(config.options)))
+    check_geometry(config.backbone, clip_len, size, **dict(config.options))
     slots = max(2, math.ceil(2 * config.batch_size / (config.workers * WINDOW)))
     with DecoderPool(config.workers, DecodeConfig(clip_len, stride, size, WINDOW, slots)) as pool:
         # the workers start up while the videos are found and the backbone loads

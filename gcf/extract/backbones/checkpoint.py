@@ -88,6 +88,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
         hint = "check the backbone name and its options (width, groups, num_classes)"
         if missing and not unexpected and all(".downsample." in k for k in missing):
             hint = "the file has no projection shortcuts: pass --option shortcut=A"
+        elif "stem.0.weight" in state and "stem.0.weight" not in own:
+            hint = ("the file has torchvision's VideoResNet layout: use tv:r3d_18, tv:mc3_18 or tv:r2plus1d_18 "
+                    "(torchvision's weights), or r2plus1d34_ig65m / r2plus1d34_ig65m8 (VMZ and IG-65M weights)")
         raise GcfError(f"{path}: does not fit {what}: {problems}; {hint}")
     model.load_state_dict(state, strict=False)
 
@@ -101,7 +104,7 @@ def _head(items: list[str], n: int = 4) -> str:
 def weights_identity(path: str | os.PathLike) -> str:
     """sha256 hex digest of a weights file, read in 1 MiB chunks: names the exact weights a store was made with."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(Path(path).expanduser(), "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

@@ -42,6 +42,8 @@ NORMS: dict[str, Norm] = {n.name: n for n in (
     Norm("activitynet", (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0, "RGB"),
     # okankop/Efficient-3DCNNs Kinetics models: the same, but its OpenCV loader hands the network BGR frames
     Norm("activitynet-bgr", (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0, "BGR"),
+    # torchvision's video models and the VMZ/IG65M ports (moabitcoin/ig65m-pytorch): Kinetics-400 statistics
+    Norm("kinetics-tv", (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989), 1.0, "RGB"),
     Norm("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0, "RGB"),
     Norm("none", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, "RGB"),
 )}

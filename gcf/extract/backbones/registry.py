@@ -25,6 +25,7 @@ from gcf.extract.backbones.resnet2p1d import r2plus1d
 from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
+from gcf.extract.backbones.vmz import vmz_r2plus1d
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ REGISTRY: dict[str, Entry] = {
        for d in (18, 34, 50, 101)},
     **{f"r2plus1d{d}": Entry(partial(r2plus1d, d), "kinetics", 700, "fc.weight",
                              f"r2p1d{d}_K_200ep.pth" if d != 101 else None) for d in (18, 34, 50, 101)},
+    # VMZ's R(2+1)D-34 pre-trained on IG-65M, fine-tuned on Kinetics-400, for 32- and 8-frame clips (ig65m-pytorch)
+    "r2plus1d34_ig65m": Entry(partial(vmz_r2plus1d, 34), "kinetics-tv", 400, "fc.weight",
+                              "r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth", clip_len=32),
+    "r2plus1d34_ig65m8": Entry(partial(vmz_r2plus1d, 34), "kinetics-tv", 400, "fc.weight",
+                               "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", clip_len=8),
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
@@ -113,11 +119,34 @@ def backbone_spec(name: str, *, num_classes: int | None = None, norm: str | None
     """The spec build_backbone(name, "random", ...) gives, without allocating weights (layers on the meta device)."""
     if name.startswith("tv:"):
         return tv.spec(name, num_classes=num_classes, norm=norm, **options)
+    model = meta_backbone(name, num_classes=num_classes, **options)
+    entry = REGISTRY[name]
+    return _spec(name, entry, model, get_norm(norm or entry.norm), "random", 0, options)
+
+
+def meta_backbone(name: str, *, num_classes: int | None = None, **options: Any) -> Backbone:
+    """The named backbone's layers on the meta device, in eval mode: shapes without weights."""
+    if name.startswith("tv:"):
+        return tv.meta_backbone(name, num_classes=num_classes, **options)
     entry = _entry(name)
     _check_options(name, entry, options)
     with torch.device("meta"):
-        model = entry.build(num_classes=num_classes or entry.num_classes, **options)
-    return _spec(name, entry, model, get_norm(norm or entry.norm), "random", 0, options)
+        return entry.build(num_classes=num_classes or entry.num_classes, **options).eval()
+
+
+def check_geometry(name: str, clip_len: int, size: int, **options: Any) -> None:
+    """Refuse clips the backbone cannot take (too few frames or pixels for its pooling kernels, a transformer's
+    fixed input) before any video is decoded: one shape-only pass on the meta device."""
+    model = meta_backbone(name, **options)
+    try:
+        with torch.no_grad():
+            model.descriptor(torch.empty(1, 3, clip_len, size, size, device="meta"))
+    except Exception as e:  # whatever the layers raise: a pooling kernel, a reshape, an assert in a transformer
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        spec = backbone_spec(name, **options)
+        raise GcfError(f"backbone {name} cannot take {clip_len}-frame clips of {size}x{size} px ({reason}); "
+                       f"change or leave out --clip-len/--size (its default: {spec.clip_len} frames of "
+                       f"{spec.input_size} px)") from None
 
 
 def _entry(name: str) -> Entry:

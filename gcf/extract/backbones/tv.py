@@ -64,7 +64,7 @@ def build(name: str, weights: str | os.PathLike, *, num_classes: int | None = No
     if weights == "random":
         warnings.warn(f"{name}: RANDOM weights (seed {seed}): its features carry no knowledge of actions; "
                       "give a checkpoint file or a weights name such as DEFAULT", stacklevel=2)
-    elif Path(weights).is_file():
+    elif Path(weights).expanduser().is_file():
         state = read_checkpoint(weights).state_dict
         head_key = LAYOUT[short][1]
         if num_classes is None and head_key in state:
@@ -98,11 +98,17 @@ def build(name: str, weights: str | os.PathLike, *, num_classes: int | None = No
 
 def spec(name: str, *, num_classes: int | None = None, norm: str | None = None, **options: Any) -> BackboneSpec:
     """The spec build(name, "random", ...) gives, without allocating weights."""
+    model = meta_backbone(name, num_classes=num_classes, **options)
+    convention, input_size = _convention(name, _resolve(name, options)[2].DEFAULT, norm)
+    return _spec(name, model, convention, input_size, "random", 0)
+
+
+def meta_backbone(name: str, *, num_classes: int | None = None, **options: Any) -> TorchvisionBackbone:
+    """tv:NAME's layers on the meta device, in eval mode: shapes without weights."""
     short, video, enum_cls = _resolve(name, options)
     with torch.device("meta"):
         net = getattr(video, short)(num_classes=num_classes or len(enum_cls.DEFAULT.meta["categories"]))
-    convention, input_size = _convention(name, enum_cls.DEFAULT, norm)
-    return _spec(name, TorchvisionBackbone(net, short), convention, input_size, "random", 0)
+    return TorchvisionBackbone(net, short).eval()
 
 
 def _resolve(name: str, options: dict[str, Any]):
