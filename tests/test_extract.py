@@ -24,6 +24,7 @@ from conftest import REPO, run_gcf
 from gcf.extract.inputs import discover
 from gcf.extract.pipeline import select_shard
 from gcf.store import open_store
+from gcf.synth import make_video
 
 TINY = ("--backbone", "resnet18", "--option", "width=0.25", "--size", "32", "--weights", "random",
         "--batch-size", "8", "--quiet")
@@ -161,22 +162,56 @@ def test_nothing_extracted_exits_non_zero(synth_videos, tmp_path):
     assert again.returncode == 1 and "3 more videos failed in earlier runs" in again.stdout
 
 
-def test_a_decoder_crash_fails_only_that_video(synth_videos, tmp_path):
+def test_a_header_listing_missing_frames_fails_as_truncated(synth_videos, tmp_path):
+    """The crashing copy made decord abort on open (std::bad_alloc); PyAV's index refuses it first. Run under
+    RLIMIT_AS so that, were the index to let it through, decord aborts instead of taking the machine's memory."""
     videos = tmp_path / "videos"
     videos.mkdir()
-    sources = sorted(synth_videos.rglob("*.mp4"))[:3]
+    sources = sorted(synth_videos.rglob("*.mp4"))[:2]
     crashing_copy(sources[0], videos / "a_crash.mp4")
     for src in sources:
         shutil.copy(src, videos / src.name)
-    # one worker: the videos queued behind the crash on the same worker must be requeued, not lost
     proc = run_limited("extract", *TINY, "--workers", "1", videos, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     store = open_store(tmp_path / "features.zarr")
-    # PyAV's index now refuses the copy (its header lists more frames than the file holds) before decord opens it
-    # and aborts; the pool's recovery from a real native crash needs a new trigger (noted on issue 6)
     (why,) = store.failed.values()
     assert list(store.failed) == ["a_crash"] and "truncated: its header lists 4294967295 frames" in why
     assert sorted(store.videos) == sorted(p.stem for p in sources)
+
+
+def test_a_killed_decoder_fails_only_its_video(synth_videos, tmp_path):
+    """A worker killed while it decodes a video (a decoder crash, the kernel's OOM killer): that video is failed
+    with the signal, the videos queued behind it on the same worker are requeued, a fresh worker takes over."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    long = make_video(videos / "a_long.mp4", 1600, seed=1)        # decoding takes long enough to be caught
+    sources = sorted(synth_videos.rglob("*.mp4"))[:3]
+    for src in sources:
+        shutil.copy(src, videos / src.name)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "gcf", "extract", *map(str, TINY), "--workers", "1", str(videos)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        for pid in children(proc.pid):
+            if has_open(pid, long):                                  # this worker is decoding a_long now
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+        time.sleep(0.001)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, "the worker never opened a_long.mp4"
+    assert proc.returncode == 0, err
+    store = open_store(tmp_path / "features.zarr")
+    assert store.failed == {"a_long": "decoder crashed (signal 9, SIGKILL)"}
+    assert sorted(store.videos) == sorted(p.stem for p in sources)
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Does process `pid` hold `path` open?"""
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:                                   # the process or one of its descriptors went away
+        return False
 
 
 def children(pid: int) -> set[int]:

@@ -88,18 +88,42 @@ def test_video_shorter_than_a_clip_gives_one_loop_padded_clip(tmp_path, limit):
     np.testing.assert_array_equal(clip.frames, pyav_frames(path)[np.arange(16) % 6])
 
 
+@READERS
+def test_damaged_frame_data_is_concealed_as_a_player_does(synth_videos, tmp_path, limit):
+    """3000 zero bytes inside the frame data: the decoder rejects some packets, the video still gives every clip;
+    frames before the damage are the clean file's, a rejected frame repeats the one before it."""
+    src = synth_videos / "class_0" / "vid_000.mp4"
+    data = bytearray(src.read_bytes())
+    data[len(data) // 3:len(data) // 3 + 3000] = bytes(3000)
+    (tmp_path / "holes.mp4").write_bytes(bytes(data))
+    clean = list(iter_clips(src, readahead_limit=0))                 # decord gives up: PyAV decodes it
+    got = list(iter_clips(tmp_path / "holes.mp4", readahead_limit=limit))
+    assert [(c.start_frame, c.start_s) for c in got] == [(c.start_frame, c.start_s) for c in clean]
+    same = (np.concatenate([c.frames for c in got]) == np.concatenate([c.frames for c in clean])).all(axis=(1, 2, 3))
+    first_bad = int(np.argmin(same))
+    assert 16 <= first_bad < len(same) and not same.all()
+
+
+def test_decord_and_pyav_resize_alike(synth_videos):
+    """Both readers scale bilinearly in FFmpeg: a store's features do not depend on which one decoded a video."""
+    path = synth_videos / "class_0" / "vid_000.mp4"
+    fast, stream = (np.concatenate([c.frames for c in iter_clips(path, readahead_limit=limit)]).astype(int)
+                    for limit in (64 << 20, 0))
+    assert fast.shape == stream.shape and np.abs(fast - stream).mean() < 0.15      # bicubic: 0.33
+
+
 def damaged_copies(src, folder):
     data = src.read_bytes()
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "half.mp4").write_bytes(data[:len(data) // 2])
     (folder / "random.mp4").write_bytes(np.random.default_rng(0).bytes(len(data)))
     (folder / "text.mp4").write_text("this is not a video\n" * 50)
-    holes = bytearray(data)
-    holes[len(data) // 3:len(data) // 3 + 3000] = bytes(3000)            # damage inside the frame data
-    (folder / "holes.mp4").write_bytes(bytes(holes))
+    wrecked = bytearray(data)
+    wrecked[len(data) // 4:len(data) * 3 // 4] = bytes(len(data) // 2)    # half of the frame data gone
+    (folder / "wrecked.mp4").write_bytes(bytes(wrecked))
     shutil.copy(src, folder / "vanished.mp4")
     (folder / "vanished.mp4").unlink()
-    return ["zero", "half", "random", "text", "holes", "vanished"]
+    return ["zero", "half", "random", "text", "wrecked", "vanished"]
 
 
 @READERS
@@ -113,7 +137,7 @@ def test_damaged_files_raise_video_error_naming_the_file(synth_videos, tmp_path,
         with pytest.raises(VideoError, match=re.escape(str(path))) as e:
             list(iter_clips(path, readahead_limit=limit))
         assert isinstance(e.value, GcfError) and "\n" not in str(e.value)
-        if name != "holes":                      # the header of that one is fine: it fails on the damaged frames
+        if name != "wrecked":                    # the header of that one is fine: it fails on the damaged frames
             with pytest.raises(VideoError, match=re.escape(str(path))):
                 probe(path)
     with pytest.raises(VideoError, match="no such file"):

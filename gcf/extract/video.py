@@ -8,9 +8,11 @@ compressed file plus ~1.5 KB per packet. So files whose read-ahead would pass `r
 sequentially with PyAV (same FFmpeg, same in-scaler resize, one frame at a time), and peak memory does not
 depend on the length of the video. Either way clips come window by window (`window` frames at a time).
 
-Every failure a broken file can cause at the Python level surfaces as `VideoError`, whose message names the file
-and the decoder's reason. A `VideoError` can also come in the middle of `iter_clips` (damage after the first
-frames): callers discard the clips they already got for that video.
+Damaged frame data is concealed: where decord gives up, PyAV decodes the file, skipping the packets its decoder
+rejects and repeating the frame before each one lost (`_StreamReader`). Every failure a broken file can cause at
+the Python level surfaces as `VideoError`, whose message names the file and the decoder's reason. A `VideoError`
+can also come in the middle of `iter_clips` (damage after the first frames): callers discard the clips they
+already got for that video.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gcf.errors import GcfError
 # what decord, PyAV and the numpy conversion raise on broken files; DECORDError is not a RuntimeError
 DECODER_ERRORS = (decord.DECORDError, av.FFmpegError, RuntimeError, OSError, ValueError, IndexError, AssertionError)
 PACKET_OVERHEAD = 2048          # bytes decord keeps per read-ahead packet besides its data (measured ~1.5 KB)
+MAX_MISSING = 0.25              # a video with more of its frames undecodable fails, rather than hold frames long
 
 
 class VideoError(GcfError):
@@ -69,6 +72,7 @@ class VideoIndex:
 
     meta: VideoMeta
     times: np.ndarray      # [n_frames] presentation time of each frame, seconds from the first
+    pts: np.ndarray | None  # [n_frames] sorted packet pts (stream time base): frame positions; None without pts
     rotation: int          # quarter turns counter-clockwise that display the decoded frames (display matrix)
     seekable: bool         # a container decord seeks in frame-accurately (mp4/mov, matroska/webm, avi)
 
@@ -99,17 +103,18 @@ def index_video(path: str | Path) -> VideoIndex:
             raise VideoError(f"{path}: truncated: its header lists {listed} frames, the file holds {packets}; "
                              "copy or download it again")
         with av.open(path) as container:
-            first = next(container.decode(container.streams.video[0]), None)     # the stream does decode
+            first = next(decoded_frames(container, container.streams.video[0], []), None)   # the stream decodes
         if first is None:
             raise VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
         raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
     n = len(pts)
     if None in pts or not base:
-        times = np.arange(n) / rate if rate > 0 else np.zeros(n)
+        times, pts = (np.arange(n) / rate if rate > 0 else np.zeros(n)), None
     else:
-        times = np.sort(np.asarray(pts, np.float64)) * base
-        times -= times[0] if n else 0.0
+        pts = np.sort(np.asarray(pts, np.int64))
+        times = (pts - (pts[0] if n else 0)) * base
+        pts = pts if n < 2 or (np.diff(pts) > 0).all() else None       # repeated pts: positions by order
     if n == 0 or not rate > 0 or not np.isfinite(rate):
         raise VideoError(f"{path}: decoder reports {n} frames at {rate} fps; the file is damaged")
     step = float(np.median(np.diff(times))) if n > 1 and times[-1] > 0 else 1.0 / rate
@@ -117,7 +122,18 @@ def index_video(path: str | Path) -> VideoIndex:
     rotation = round((first.rotation or 0) / 90) % 4
     width, height = (first.height, first.width) if rotation % 2 else (first.width, first.height)
     meta = VideoMeta(n, rate, duration, int(width), int(height))
-    return VideoIndex(meta, times, rotation, fmt in SEEKABLE)
+    return VideoIndex(meta, times, pts, rotation, fmt in SEEKABLE)
+
+
+def decoded_frames(container: av.container.InputContainer, stream: av.VideoStream,
+                   damaged: list[int]) -> Iterator[av.VideoFrame]:
+    """The stream's frames as FFmpeg's own player decodes them: a packet the decoder rejects (damaged data) is
+    skipped, its position appended to `damaged`, and decoding goes on (the frames after it are concealed)."""
+    for k, packet in enumerate(container.demux(stream)):
+        try:
+            yield from packet.decode()
+        except av.InvalidDataError:
+            damaged.append(k)
 
 
 def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16) -> range:
@@ -154,12 +170,19 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
         reader = _DecordReader(path, width, height, threads)
         if len(reader.reader) != meta.n_frames:           # decord counts frames an edit list discards
             reader = None
-    reader = reader or _StreamReader(path, width, height, threads, index.rotation)
-    top, left = (height - size) // 2, (width - size) // 2
+    reader = reader or _StreamReader(path, width, height, threads, index)
+    crop = ((height - size) // 2, (width - size) // 2, size)
     starts = list(clip_starts(meta.n_frames, clip_len, stride))
     per_window = max(1, window // max(stride, clip_len))
     for i in range(0, len(starts), per_window):
-        yield from _window(reader, index, starts[i:i + per_window], clip_len, (top, left, size))
+        try:
+            clips = _window(reader, index, starts[i:i + per_window], clip_len, crop)
+        except VideoError:
+            if not isinstance(reader, _DecordReader):
+                raise
+            reader = _StreamReader(path, width, height, threads, index)   # decord gives up on damage FFmpeg hides
+            clips = _window(reader, index, starts[i:i + per_window], clip_len, crop)
+        yield from clips
 
 
 def _window(reader: _DecordReader | _StreamReader, index: VideoIndex, starts: list[int], clip_len: int,
@@ -194,14 +217,18 @@ class _DecordReader:
 
 
 class _StreamReader:
-    """Frames decoded one by one in order through PyAV, resized to width x height in FFmpeg's scaler.
+    """Frames decoded one by one in order through PyAV, resized to width x height in FFmpeg's scaler (bilinear,
+    as decord's scale filter: both readers give the same pixels to within rounding).
 
     Reads must ask for ascending indices, except that a window may repeat frames of the previous one
-    (overlapping clips): those are kept from the previous window.
+    (overlapping clips): those are kept from the previous window. Each decoded frame's position comes from its pts
+    in the index, so a damaged packet the decoder skips costs its frame only: a missing frame is the one shown
+    before it (the next one at the start), as a player shows it; more than MAX_MISSING of the video missing is a
+    VideoError.
     """
 
-    def __init__(self, path: str, width: int, height: int, threads: int, rotation: int = 0):
-        self.path, self.size, self.threads, self.rotation = path, (width, height), threads, rotation
+    def __init__(self, path: str, width: int, height: int, threads: int, index: VideoIndex):
+        self.path, self.size, self.threads, self.index = path, (width, height), threads, index
         self.scaler = VideoReformatter()                    # one scaler context for all frames: 2.5x faster
         try:
             self.container = av.open(path)
@@ -209,30 +236,54 @@ class _StreamReader:
             stream.codec_context.thread_count = threads
             if threads != 1:
                 stream.codec_context.thread_type = "AUTO"
-            self.frames = enumerate(self.container.decode(stream))
+            self.frames = self._positioned(decoded_frames(self.container, stream, []))
         except DECODER_ERRORS as e:
             raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
         self.next, self.last, self.last_indices = 0, None, None
+        self.behind, self.ahead, self.missing = None, (-1, None), 0   # decoded frames around the next index
+
+    def _positioned(self, frames: Iterator[av.VideoFrame]) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(frame index, frame) in ascending order; frames the index does not list (discarded) are left out."""
+        pts = self.index.pts
+        for k, frame in enumerate(frames):
+            if pts is None or frame.pts is None:
+                yield k, frame
+                continue
+            position = int(np.searchsorted(pts, frame.pts))
+            if position < len(pts) and pts[position] == frame.pts:
+                yield position, frame
+
+    def _frame(self, index: int) -> av.VideoFrame:
+        """The decoded frame at `index`, or the nearest one decoded before it (after it at the start)."""
+        while self.ahead is not None and self.ahead[0] < index:
+            if self.ahead[1] is not None:
+                self.behind = self.ahead
+            self.ahead = next(self.frames, None)
+        if self.ahead is not None and self.ahead[0] == index:
+            return self.ahead[1]
+        self.missing += 1
+        n = self.index.meta.n_frames
+        if self.missing > MAX_MISSING * n or (self.behind is None and self.ahead is None):
+            raise VideoError(f"{self.path}: more than {self.missing - 1} of its {n} frames do not decode; "
+                             "the file is damaged or truncated")
+        return (self.behind or self.ahead)[1]
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        """Frames at sorted `indices` as uint8 [N, H, W, 3]; a decoder error or a short read is a VideoError."""
+        """Frames at sorted `indices` as uint8 [N, H, W, 3]; a decoder error or too many missing is a VideoError."""
         width, height = self.size
         out = np.empty((len(indices), height, width, 3), np.uint8)
-        coded = (height, width) if self.rotation % 2 else (width, height)     # the size before the display turn
+        coded = (height, width) if self.index.rotation % 2 else (width, height)     # the size before the turn
         try:
             for k, index in enumerate(indices):
                 if index < self.next:                     # overlap with the previous window
                     out[k] = self.last[np.searchsorted(self.last_indices, index)]
                     continue
-                for position, frame in self.frames:
-                    if position == index:
-                        frame = self.scaler.reformat(frame, *coded, "rgb24", interpolation="BICUBIC",
-                                                     threads=self.threads)
-                        out[k] = np.rot90(frame.to_ndarray(), self.rotation)
-                        break
-                else:
-                    raise _short_read(self.path, k, indices)
+                frame = self.scaler.reformat(self._frame(index), *coded, "rgb24", interpolation="BILINEAR",
+                                             threads=self.threads)
+                out[k] = np.rot90(frame.to_ndarray(), self.index.rotation)
                 self.next = index + 1
+        except VideoError:
+            raise
         except DECODER_ERRORS as e:
             raise VideoError(f"{self.path}: decoding frames {indices[0]}-{indices[-1]} failed ({_clean(e)})") from None
         self.last, self.last_indices = out, indices
