@@ -23,9 +23,10 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "resnet101": {"width": 0.125}, "r2plus1d18": {"width": 0.125}, "r2plus1d34": {"width": 0.125},
          "r2plus1d50": {"width": 0.125}, "r2plus1d101": {"width": 0.125}, "resnext101": {"width": 0.25},
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
-         "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m": {"width": 0.125}, "r2plus1d34_ig65m8": {"width": 0.125}}
+         "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
+         "r2plus1d34_ig65m8": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m"]
+            "r2plus1d34_ig65m32"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -61,7 +62,7 @@ def count_params(name: str, **options) -> int:
     ("shufflenetv2", {"width": 2.0}, 6_639_816),  # the paper's 3D-ShuffleNet, 6.64M
     ("resnext101", {}, 48_750_616),
     ("r2plus1d50", {}, 47_445_182),  # the closest R(2+1)D to the paper's 50.91M; none is within 1%
-    ("r2plus1d34_ig65m", {}, 63_799_775),  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
+    ("r2plus1d34_ig65m32", {}, 63_799_775),  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected
@@ -151,7 +152,7 @@ def test_vmz_r2plus1d_has_torchvision_names_and_caffe2_widths():
     block to 288/576/1152 middle channels and sets BatchNorm eps 1e-3 (checked against torchvision 0.29.1: same
     keys, identical outputs; see docs/backbones.md)."""
     with torch.device("meta"):
-        model = REGISTRY["r2plus1d34_ig65m"].build(num_classes=400)
+        model = REGISTRY["r2plus1d34_ig65m32"].build(num_classes=400)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["stem.0.weight"] == (45, 3, 1, 7, 7) and shapes["stem.3.weight"] == (64, 45, 3, 1, 1)
     assert shapes["layer2.0.conv1.0.0.weight"] == (230, 64, 1, 3, 3)
@@ -164,8 +165,8 @@ def test_vmz_r2plus1d_has_torchvision_names_and_caffe2_widths():
 
 def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
     path = tmp_path / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth"
-    torch.save(source_model("r2plus1d34_ig65m").state_dict(), path)
-    with pytest.raises(GcfError, match="torchvision's VideoResNet layout: use .* r2plus1d34_ig65m"):
+    torch.save(source_model("r2plus1d34_ig65m32").state_dict(), path)
+    with pytest.raises(GcfError, match="torchvision's VideoResNet layout: use .* r2plus1d34_ig65m32"):
         build_backbone("r2plus1d34", path, **SMALL["r2plus1d34"])
 
 
@@ -236,8 +237,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert maps[0].shape[:2] == (2, spec.feature_dim)
     assert torch.allclose(maps[0].mean(dim=(2, 3, 4)), v)
     assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
-    assert (spec.clip_len, spec.input_size, spec.weights, spec.seed) == (REGISTRY[name].clip_len, 112, "random", 1)
-    assert spec.clip_len == {"r2plus1d34_ig65m": 32, "r2plus1d34_ig65m8": 8}.get(name, 16)   # what weights expect
+    assert (spec.input_size, spec.weights, spec.seed) == (112, "random", 1)
+    assert spec.clip_len == {"r2plus1d34_ig65m32": 32, "r2plus1d34_ig65m8": 8}.get(name, 16)   # what weights expect
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 
 
@@ -308,6 +309,31 @@ def test_tv_backbone_descriptor_and_round_trip(tmp_path):
     with torch.no_grad():
         assert model.descriptor(x).shape == (2, 512)
         assert torch.equal(loaded(x), model(x)) and loaded.spec.num_classes == 10
+
+
+@pytest.mark.skipif(not torchvision_importable(), reason="torchvision cannot be imported")
+def test_vmz_r2plus1d_equals_ig65m_pytorchs_model(tmp_path):
+    """ig65m-pytorch's r2plus1d_34 (torchvision's VideoResNet, widened convs, eps 1e-3), its state dict saved
+    as its releases are: ours loads it strictly and computes the same logits."""
+    from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+
+    torch.manual_seed(0)
+    ref = VideoResNet(block=BasicBlock, conv_makers=[Conv2Plus1D] * 4, layers=[3, 4, 6, 3], stem=R2Plus1dStem,
+                      num_classes=400)
+    for layer, width in ((ref.layer2, 288), (ref.layer3, 576), (ref.layer4, 1152)):
+        planes = layer[0].conv2[1].num_features
+        layer[0].conv2[0] = Conv2Plus1D(planes, planes, width)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.eps = 1e-3
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth"
+    torch.save(ref.eval().state_dict(), path)
+    ours = build_backbone("r2plus1d34_ig65m8", path)
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-6)
 
 
 def test_importing_gcf_extract_does_not_import_torch():

@@ -184,21 +184,24 @@ def test_a_killed_decoder_fails_only_its_video(synth_videos, tmp_path):
     with the signal, the videos queued behind it on the same worker are requeued, a fresh worker takes over."""
     videos = tmp_path / "videos"
     videos.mkdir()
-    long = make_video(videos / "a_long.mp4", 1600, seed=1)        # decoding takes long enough to be caught
+    long = make_video(videos / "a_long.mp4", 3000, seed=1)        # open for ~0.3 s: long enough to be caught
     sources = sorted(synth_videos.rglob("*.mp4"))[:3]
     for src in sources:
         shutil.copy(src, videos / src.name)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "gcf", "extract", *map(str, TINY), "--workers", "1", str(videos)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed, deadline = None, time.monotonic() + 120
-    while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        for pid in children(proc.pid):
-            if has_open(pid, long):                                  # this worker is decoding a_long now
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-        time.sleep(0.001)
-    out, err = proc.communicate(timeout=300)
+    try:
+        killed, deadline = None, time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            for pid in children(proc.pid):
+                if has_open(pid, long):                              # this worker is decoding a_long now
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+            time.sleep(0.002)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()                                                  # a failed assertion leaves nothing running
     assert killed is not None, "the worker never opened a_long.mp4"
     assert proc.returncode == 0, err
     store = open_store(tmp_path / "features.zarr")

@@ -61,6 +61,12 @@ def test_make_data_leaves_out_videos_with_nan_or_inf_features(data):
     again = reuse_splits(d, split_ids(d))                     # eval of that run: same splits, the note kept
     assert again.notes[0] == d.notes[0] and again.notes[1].startswith("splits: the run's")
     assert all((getattr(again, n) == getattr(d, n)).all() for n in ("train", "val", "test"))
+    run = make_data(t, data.class_names)                      # a run made before one of its test videos went bad
+    bad = int(run.test[0])
+    features = t.features.copy()
+    features[t.offsets[bad]] = np.nan
+    later = reuse_splits(make_data(replace(t, features=features), data.class_names), split_ids(run))
+    assert later.notes[1].startswith("splits: the run's") and set(later.test) == set(run.test) - {bad}
 
 
 @pytest.mark.parametrize("policy", ["uniform", "random"])

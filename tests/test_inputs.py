@@ -84,6 +84,8 @@ def test_a_listed_file_name_with_a_comma_is_one_path(tmp_path):
     touch(tmp_path, "a/Hello, world.mp4", "a/plain.mp4")
     lst = write(tmp_path / "videos.txt", "a/Hello, world.mp4\na/plain.mp4,walk\n")
     assert [(i.video_id, i.label) for i in discover(lst).items] == [("a/Hello, world", None), ("a/plain", "walk")]
+    labelled = write(tmp_path / "labels.csv", "path,label,split\na/Hello, world.mp4,walk,test\n")
+    assert [(i.video_id, i.label, i.split) for i in discover(labelled).items] == [("a/Hello, world", "walk", "test")]
 
 
 def test_single_video_file(synth_videos):

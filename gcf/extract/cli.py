@@ -39,7 +39,7 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--backbone", required=True, help="Registry name: resnext101, resnet18..101, r2plus1d18..101, "
-              "r2plus1d34_ig65m, r2plus1d34_ig65m8, "
+              "r2plus1d34_ig65m32, r2plus1d34_ig65m8, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
 @click.option("--weights", metavar="PATH|random",
               help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs or a plain state dict), or 'random' "
@@ -53,8 +53,8 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
               "(default: the list's folder).")
 @click.option("--option", "options", multiple=True, callback=_options, metavar="KEY=VALUE",
               help="Backbone builder option, e.g. width=0.5 or groups=3 (repeatable).")
-@click.option("--norm", help="Input normalisation override: kinetics, kinetics-tv, activitynet, activitynet-bgr, imagenet, none "
-              "(default: the convention of the weights).")
+@click.option("--norm", help="Input normalisation override: kinetics, kinetics-tv, activitynet, activitynet-bgr, "
+              "imagenet, none (default: the convention of the weights).")
 @click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
 @click.option("--clip-len", type=click.IntRange(1), help="Frames per clip (default: the backbone's, 16).")
 @click.option("--stride", type=click.IntRange(1), help="Frames between clip starts (default: clip length).")

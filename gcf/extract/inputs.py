@@ -163,13 +163,22 @@ def _from_list(path: Path, base: Path) -> list[VideoItem]:
     items = []
     for line, row in _rows(path, ("path", "label", "split")):
         video = _resolve(base, row["path"])
-        whole = _resolve(base, raw[line - 1].strip())      # csv rows number as lines (no quoted line breaks)
-        if "," in raw[line - 1] and not video.is_file() and whole.is_file():   # `my, video.mp4` is one path
-            items.append(VideoItem(str(whole), _video_id(whole, base), None, ""))
-            continue
+        if not video.is_file() and "," in raw[line - 1]:     # csv rows number as lines (no quoted line breaks)
+            video, row = _comma_path(base, raw[line - 1], video, row)
         items.append(VideoItem(str(video), _video_id(video, base), row.get("label") or None,
                                _split(row.get("split", ""), path, line)))
     return items
+
+
+def _comma_path(base: Path, text: str, video: Path, row: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """An unquoted file name with commas (`my, video.mp4,walk`): the longest comma-joined start of the line that
+    is a video file, the cells after it as label and split; else the row as parsed."""
+    parts = text.split(",")
+    for k in range(len(parts), 1, -1):
+        whole = _resolve(base, ",".join(parts[:k]).strip())
+        if whole.is_file():
+            return whole, dict(zip(("label", "split"), (cell.strip() for cell in parts[k:])))
+    return video, row
 
 
 def _from_ucf(path: Path, root: Path) -> list[VideoItem]:

@@ -103,7 +103,7 @@ def index_video(path: str | Path) -> VideoIndex:
             raise VideoError(f"{path}: truncated: its header lists {listed} frames, the file holds {packets}; "
                              "copy or download it again")
         with av.open(path) as container:
-            first = next(decoded_frames(container, container.streams.video[0], []), None)   # the stream decodes
+            first = next(_decoded_frames(container, container.streams.video[0]), None)     # the stream decodes
         if first is None:
             raise VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
@@ -125,15 +125,15 @@ def index_video(path: str | Path) -> VideoIndex:
     return VideoIndex(meta, times, pts, rotation, fmt in SEEKABLE)
 
 
-def decoded_frames(container: av.container.InputContainer, stream: av.VideoStream,
-                   damaged: list[int]) -> Iterator[av.VideoFrame]:
+def _decoded_frames(container: av.container.InputContainer,
+                    stream: av.VideoStream) -> Iterator[av.VideoFrame]:
     """The stream's frames as FFmpeg's own player decodes them: a packet the decoder rejects (damaged data) is
-    skipped, its position appended to `damaged`, and decoding goes on (the frames after it are concealed)."""
-    for k, packet in enumerate(container.demux(stream)):
+    skipped and decoding goes on (the reader conceals the frames it cost)."""
+    for packet in container.demux(stream):
         try:
             yield from packet.decode()
         except av.InvalidDataError:
-            damaged.append(k)
+            continue
 
 
 def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16) -> range:
@@ -183,6 +183,7 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
             reader = _StreamReader(path, width, height, threads, index)   # decord gives up on damage FFmpeg hides
             clips = _window(reader, index, starts[i:i + per_window], clip_len, crop)
         yield from clips
+        del clips                                          # not held while the next window decodes
 
 
 def _window(reader: _DecordReader | _StreamReader, index: VideoIndex, starts: list[int], clip_len: int,
@@ -223,8 +224,9 @@ class _StreamReader:
     Reads must ask for ascending indices, except that a window may repeat frames of the previous one
     (overlapping clips): those are kept from the previous window. Each decoded frame's position comes from its pts
     in the index, so a damaged packet the decoder skips costs its frame only: a missing frame is the one shown
-    before it (the next one at the start), as a player shows it; more than MAX_MISSING of the video missing is a
-    VideoError.
+    before it (the next one at the start), as a player shows it. Once more than MAX_MISSING of the video's frames
+    are lost (counted as decoding goes, asked for or not), it is a VideoError. Without pts in the index, frames are
+    placed in decoding order (a lost frame then shifts the ones after it).
     """
 
     def __init__(self, path: str, width: int, height: int, threads: int, index: VideoIndex):
@@ -236,20 +238,20 @@ class _StreamReader:
             stream.codec_context.thread_count = threads
             if threads != 1:
                 stream.codec_context.thread_type = "AUTO"
-            self.frames = self._positioned(decoded_frames(self.container, stream, []))
+            self.frames = self._positioned(_decoded_frames(self.container, stream))
         except DECODER_ERRORS as e:
             raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
         self.next, self.last, self.last_indices = 0, None, None
-        self.behind, self.ahead, self.missing = None, (-1, None), 0   # decoded frames around the next index
+        self.behind, self.ahead, self.decoded = None, (-1, None), 0   # frames around the next index; count before
 
     def _positioned(self, frames: Iterator[av.VideoFrame]) -> Iterator[tuple[int, av.VideoFrame]]:
         """(frame index, frame) in ascending order; frames the index does not list (discarded) are left out."""
         pts = self.index.pts
-        for k, frame in enumerate(frames):
-            if pts is None or frame.pts is None:
-                yield k, frame
-                continue
-            position = int(np.searchsorted(pts, frame.pts))
+        if pts is None:
+            yield from enumerate(frames)
+            return
+        for frame in frames:
+            position = int(np.searchsorted(pts, frame.pts)) if frame.pts is not None else len(pts)
             if position < len(pts) and pts[position] == frame.pts:
                 yield position, frame
 
@@ -257,15 +259,19 @@ class _StreamReader:
         """The decoded frame at `index`, or the nearest one decoded before it (after it at the start)."""
         while self.ahead is not None and self.ahead[0] < index:
             if self.ahead[1] is not None:
-                self.behind = self.ahead
+                self.decoded += 1
+                if self.behind is None or self.ahead[0] > self.behind[0]:
+                    self.behind = self.ahead
             self.ahead = next(self.frames, None)
-        if self.ahead is not None and self.ahead[0] == index:
+        hit = self.ahead is not None and self.ahead[0] == index
+        lost, n = index + 1 - self.decoded - hit, self.index.meta.n_frames    # of frames 0..index
+        if lost > MAX_MISSING * n:
+            raise VideoError(f"{self.path}: {lost} of its {n} frames do not decode; the file is damaged or "
+                             "truncated")
+        if hit:
             return self.ahead[1]
-        self.missing += 1
-        n = self.index.meta.n_frames
-        if self.missing > MAX_MISSING * n or (self.behind is None and self.ahead is None):
-            raise VideoError(f"{self.path}: more than {self.missing - 1} of its {n} frames do not decode; "
-                             "the file is damaged or truncated")
+        if self.behind is None and self.ahead is None:
+            raise VideoError(f"{self.path}: no frame decodes; the file is damaged")
         return (self.behind or self.ahead)[1]
 
     def read(self, indices: np.ndarray) -> np.ndarray:
@@ -282,8 +288,6 @@ class _StreamReader:
                                              threads=self.threads)
                 out[k] = np.rot90(frame.to_ndarray(), self.index.rotation)
                 self.next = index + 1
-        except VideoError:
-            raise
         except DECODER_ERRORS as e:
             raise VideoError(f"{self.path}: decoding frames {indices[0]}-{indices[-1]} failed ({_clean(e)})") from None
         self.last, self.last_indices = out, indices

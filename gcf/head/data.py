@@ -96,7 +96,8 @@ def reuse_splits(data: Data, ids: dict[str, list[str]]) -> Data:
     """
     usable = np.concatenate([data.train, data.val, data.test])     # labelled, finite
     index = {data.table.video_ids[i]: int(i) for i in usable}
-    if all(vid in index for vid in ids["test"]):
+    present = set(data.table.video_ids)                             # a NaN video is left out, not "another store"
+    if all(vid in present for vid in ids["test"]):
         picked = {n: np.sort(np.asarray([index[v] for v in ids[n] if v in index], dtype=np.int64))
                   for n in SPLIT_NAMES}
         new = len(index) - sum(map(len, picked.values()))
@@ -106,7 +107,7 @@ def reuse_splits(data: Data, ids: dict[str, list[str]]) -> Data:
         return replace(data, **picked, notes=(*kept, note))
     seen = np.asarray([index[v] for n in ("train", "val") for v in ids[n] if v in index], dtype=np.int64)
     test = np.setdiff1d(data.test, seen)
-    missing = sum(vid not in index for vid in ids["test"])
+    missing = sum(vid not in present for vid in ids["test"])
     note = (f"test: the store's own test split ({plural(missing, 'test video')} of the run's not in this store)"
             + (f", without the {len(data.test) - len(test)} the run trained or validated on"
                if len(test) < len(data.test) else ""))

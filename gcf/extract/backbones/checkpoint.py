@@ -90,7 +90,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
             hint = "the file has no projection shortcuts: pass --option shortcut=A"
         elif "stem.0.weight" in state and "stem.0.weight" not in own:
             hint = ("the file has torchvision's VideoResNet layout: use tv:r3d_18, tv:mc3_18 or tv:r2plus1d_18 "
-                    "(torchvision's weights), or r2plus1d34_ig65m / r2plus1d34_ig65m8 (VMZ and IG-65M weights)")
+                    "(torchvision's weights), or r2plus1d34_ig65m32 / r2plus1d34_ig65m8 (VMZ and IG-65M weights)")
         raise GcfError(f"{path}: does not fit {what}: {problems}; {hint}")
     model.load_state_dict(state, strict=False)
 

@@ -1,4 +1,4 @@
-"""R(2+1)D-18/34 of facebookresearch/VMZ (Caffe2), in the module names of its PyTorch ports: torchvision's
+"""R(2+1)D-34 of facebookresearch/VMZ (Caffe2), in the module names of its PyTorch ports: torchvision's
 VideoResNet layout (`stem`, `layerN.M.conv1.0.{0,3}`, `fc`) as moabitcoin/ig65m-pytorch and VMZ's own PyTorch
 code save the IG65M and IG65M->Kinetics weights.
 
@@ -13,18 +13,17 @@ import torch
 from torch import nn
 
 from gcf.extract.backbones.base import Backbone
-from gcf.extract.backbones.resnet2p1d import mid_planes
+from gcf.extract.backbones.resnet2p1d import conv_s, conv_t, mid_planes
 
-LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+LAYERS = {34: (3, 4, 6, 3)}   # the depth with published weights (IG-65M, Kinetics, Sports-1M)
 EPS = 1e-3  # Caffe2's BatchNorm epsilon, which the published weights were trained with
 
 
 def conv2plus1d(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     """1x3x3 spatial conv to the middle width, BN, ReLU, 3x1x1 temporal conv: torchvision's Conv2Plus1D."""
     mid = mid_planes(cin, cout, 3, 3)
-    return nn.Sequential(nn.Conv3d(cin, mid, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
-                         nn.BatchNorm3d(mid, eps=EPS), nn.ReLU(inplace=True),
-                         nn.Conv3d(mid, cout, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False))
+    return nn.Sequential(conv_s(cin, mid, stride), nn.BatchNorm3d(mid, eps=EPS), nn.ReLU(inplace=True),
+                         conv_t(mid, cout, stride))
 
 
 class Block(nn.Module):
@@ -77,5 +76,5 @@ class VMZR2Plus1d(Backbone):
 
 
 def vmz_r2plus1d(depth: int, num_classes: int, width: float = 1.0) -> VMZR2Plus1d:
-    """VMZ's R(2+1)D-`depth` (18 or 34)."""
+    """VMZ's R(2+1)D-`depth` (34)."""
     return VMZR2Plus1d(LAYERS[depth], num_classes, width)
