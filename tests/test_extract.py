@@ -175,7 +175,7 @@ def test_a_header_listing_missing_frames_fails_as_truncated(synth_videos, tmp_pa
     assert proc.returncode == 0, proc.stderr
     store = open_store(tmp_path / "features.zarr")
     (why,) = store.failed.values()
-    assert list(store.failed) == ["a_crash"] and "truncated: its header lists 4294967295 frames" in why
+    assert list(store.failed) == ["a_crash"] and "truncated or damaged: its header lists 4294967295 frames" in why
     assert sorted(store.videos) == sorted(p.stem for p in sources)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from gcf.errors import GcfError
 from gcf.extract.video import VideoError, clip_starts, iter_clips, probe
-from gcf.synth import SynthSpec, make_video, write_video
+from gcf.synth import SynthSpec, make_video, pick_codec, write_video
 
 # both decoders: decord (the default for files whose read-ahead fits) and PyAV streaming (long videos)
 READERS = pytest.mark.parametrize("limit", [64 << 20, 0], ids=["decord", "stream"])
@@ -175,3 +175,57 @@ def test_damaged_files_raise_video_error_naming_the_file(synth_videos, tmp_path,
             probe(path)
     with pytest.raises(VideoError, match="no such file"):
         probe(tmp_path / "vanished.mp4")
+
+
+def write_tracks(path, sizes, n=40, title=None, codec=None):
+    """A file with one video track per (width, height), each frame a flat grey of its track's level."""
+    with av.open(str(path), "w") as out:
+        if title:
+            out.metadata["title"] = title
+        streams = []
+        for width, height in sizes:
+            stream = out.add_stream(codec or pick_codec(), rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            streams.append(stream)
+        for t in range(n):
+            for k, stream in enumerate(streams):
+                frame = np.full((stream.height, stream.width, 3), 40 + 150 * k, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+        for stream in streams:
+            for packet in stream.encode():
+                out.mux(packet)
+    return path
+
+
+@READERS
+def test_a_title_that_is_not_utf8_does_not_stop_a_video(tmp_path, limit):
+    good = write_tracks(tmp_path / "utf8.mp4", [(128, 96)], title="Caf\u00e9 video")
+    latin1 = tmp_path / "latin1.mp4"                      # as older tools write tags: Latin-1 e-acute
+    latin1.write_bytes(good.read_bytes().replace("Caf\u00e9 ".encode(), b"Caf\xe9  "))
+    assert len(list(iter_clips(latin1, readahead_limit=limit))) == 2
+
+
+@READERS
+def test_the_first_video_track_is_decoded_on_both_readers(tmp_path, limit):
+    path = write_tracks(tmp_path / "two.mp4", [(64, 48), (256, 192)])   # decord alone picks the larger one
+    (clip, *_) = iter_clips(path, size=48, readahead_limit=limit)
+    assert clip.frames.shape == (16, 48, 48, 3) and abs(float(clip.frames.mean()) - 40) < 3
+
+
+def test_concatenated_ts_segments_keep_their_frame_times(tmp_path):
+    """cat a.ts b.ts (HLS, DVR captures): the pts restart at the join; times follow the frames, at the rate."""
+    a, b = make_video(tmp_path / "a.ts", 100, seed=1), make_video(tmp_path / "b.ts", 100, seed=2)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    clips = list(iter_clips(joined))
+    assert [c.start_frame for c in clips] == list(range(0, 185, 16))
+    assert [c.start_s for c in clips] == pytest.approx([16 * i / 25 for i in range(12)])
+    assert probe(joined).duration == pytest.approx(8.0)
+
+
+def test_a_codec_decord_cannot_open_is_decoded_by_pyav(tmp_path):
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("needs PyAV's AV1 encoder")
+    path = write_tracks(tmp_path / "av1.mp4", [(128, 96)], codec="libsvtav1")    # decord 0.6.0 has no AV1
+    assert len(list(iter_clips(path))) == 2

@@ -87,10 +87,11 @@ def index_video(path: str | Path) -> VideoIndex:
     path = str(path)
     _check_file(path)
     try:
-        with av.open(path) as container:
+        with _open_av(path) as container:
             if not container.streams.video:
                 raise VideoError(f"{path}: no video stream (audio only?); give a video file")
             stream = container.streams.video[0]
+            single = len(container.streams.video) == 1            # decord may pick another video stream
             packets, pts = 0, []                                   # counted, not kept: memory stays flat
             for packet in container.demux(stream):
                 if packet.size:
@@ -100,29 +101,46 @@ def index_video(path: str | Path) -> VideoIndex:
             listed, rate = stream.frames, float(stream.average_rate or stream.guessed_rate or 0)
             fmt, base = container.format.name, float(stream.time_base or 0)
         if listed > packets:                                       # mp4/mov/avi headers list every frame
-            raise VideoError(f"{path}: truncated: its header lists {listed} frames, the file holds {packets}; "
-                             "copy or download it again")
-        with av.open(path) as container:
+            raise VideoError(f"{path}: truncated or damaged: its header lists {listed} frames, the file holds "
+                             f"{packets}; copy or download it again")
+        with _open_av(path) as container:
             first = next(_decoded_frames(container, container.streams.video[0]), None)     # the stream decodes
         if first is None:
             raise VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
         raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
     n = len(pts)
-    if None in pts or not base:
-        times, pts = (np.arange(n) / rate if rate > 0 else np.zeros(n)), None
-    else:
-        pts = np.sort(np.asarray(pts, np.int64))
-        times = (pts - (pts[0] if n else 0)) * base
-        pts = pts if n < 2 or (np.diff(pts) > 0).all() else None       # repeated pts: positions by order
     if n == 0 or not rate > 0 or not np.isfinite(rate):
         raise VideoError(f"{path}: decoder reports {n} frames at {rate} fps; the file is damaged")
+    pts = _ordered_pts(pts, base)
+    if pts is None:                                     # no usable pts: frames in decoding order at the average rate
+        times = np.arange(n) / rate
+    else:
+        times = (pts - pts[0]) * base
     step = float(np.median(np.diff(times))) if n > 1 and times[-1] > 0 else 1.0 / rate
     duration = float(times[-1]) + (step if step > 0 else 1.0 / rate)
     rotation = round((first.rotation or 0) / 90) % 4
     width, height = (first.height, first.width) if rotation % 2 else (first.width, first.height)
     meta = VideoMeta(n, rate, duration, int(width), int(height))
-    return VideoIndex(meta, times, pts, rotation, fmt in SEEKABLE)
+    return VideoIndex(meta, times, pts, rotation, fmt in SEEKABLE and single)
+
+
+def _ordered_pts(pts: list[int | None], base: float, jump_s: float = 1.0) -> np.ndarray | None:
+    """The packets' pts sorted, when they place frames: every packet has one, no two are equal, and none falls
+    more than `jump_s` behind an earlier one (B-frame reordering is a few frames; more is a timestamp restart,
+    as in concatenated MPEG-TS segments). Else None."""
+    if not base or None in pts:
+        return None
+    order = np.asarray(pts, np.int64)
+    if (np.maximum.accumulate(order) - order).max() * base > jump_s:
+        return None
+    pts = np.sort(order)
+    return pts if (np.diff(pts) > 0).all() else None
+
+
+def _open_av(path: str) -> av.container.InputContainer:
+    """PyAV's container; metadata tags that are not UTF-8 (Latin-1 titles of older tools) do not stop it."""
+    return av.open(path, metadata_errors="replace")
 
 
 def _decoded_frames(container: av.container.InputContainer,
@@ -167,8 +185,11 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
         raise VideoError(f"{path}: {e.strerror}") from None
     reader = None
     if index.seekable and index.rotation == 0 and readahead <= readahead_limit:
-        reader = _DecordReader(path, width, height, threads)
-        if len(reader.reader) != meta.n_frames:           # decord counts frames an edit list discards
+        try:
+            reader = _DecordReader(path, width, height, threads)
+        except VideoError:                                # e.g. a codec decord's FFmpeg lacks (AV1): PyAV has it
+            reader = None
+        if reader is not None and len(reader.reader) != meta.n_frames:   # decord counts edit-list frames
             reader = None
     reader = reader or _StreamReader(path, width, height, threads, index)
     crop = ((height - size) // 2, (width - size) // 2, size)
@@ -233,7 +254,7 @@ class _StreamReader:
         self.path, self.size, self.threads, self.index = path, (width, height), threads, index
         self.scaler = VideoReformatter()                    # one scaler context for all frames: 2.5x faster
         try:
-            self.container = av.open(path)
+            self.container = _open_av(path)
             stream = self.container.streams.video[0]
             stream.codec_context.thread_count = threads
             if threads != 1:
@@ -314,23 +335,15 @@ def _open(path: str, width: int = -1, height: int = -1, threads: int = 1) -> dec
     try:
         return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
     except DECODER_ERRORS as e:
-        raise VideoError(f"{path}: cannot open as video ({_open_reason(path, e)})") from None
+        raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
 
 
 def _clean(error: BaseException) -> str:
-    """The decoder's message without decord's timestamps, source locations and stack trace."""
+    """The decoder's message without decord's timestamps, source locations and stack trace, and without
+    FFmpeg's error number and the file name PyAV appends (the message already starts with the path)."""
+    if isinstance(error, av.FFmpegError) and error.strerror:
+        return error.strerror
     lines = str(error).strip().splitlines() or [type(error).__name__]
     return re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", lines[0]).strip() or type(error).__name__
 
 
-def _open_reason(path: str, error: BaseException) -> str:
-    """Why a file does not open: decord only says 'Error reading', so ask FFmpeg (through PyAV) for the reason."""
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                return "no video stream"
-    except av.FFmpegError as e:
-        return e.strerror or _clean(e)
-    except DECODER_ERRORS as e:
-        return f"{_clean(error)}; {_clean(e)}"
-    return _clean(error)
