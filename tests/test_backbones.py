@@ -24,9 +24,9 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "r2plus1d50": {"width": 0.125}, "r2plus1d101": {"width": 0.125}, "resnext101": {"width": 0.25},
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
          "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
-         "r2plus1d34_ig65m8": {"width": 0.125}}
+         "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32"]
+            "r2plus1d34_ig65m32", "i3d"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -62,7 +62,8 @@ def count_params(name: str, **options) -> int:
     ("shufflenetv2", {"width": 2.0}, 6_639_816),  # the paper's 3D-ShuffleNet, 6.64M
     ("resnext101", {}, 48_750_616),
     ("r2plus1d50", {}, 47_445_182),  # the closest R(2+1)D to the paper's 50.91M; none is within 1%
-    ("r2plus1d34_ig65m32", {}, 63_799_775),  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
+    ("r2plus1d34_ig65m32", {}, 63_799_775),
+    ("i3d", {}, 12_902_264),  # piergiaj/pytorch-i3d's InceptionI3d (12,697,264 with its 400 logits)  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected
@@ -163,6 +164,24 @@ def test_vmz_r2plus1d_has_torchvision_names_and_caffe2_widths():
     assert {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-3}
 
 
+def test_i3d_has_the_ports_names_and_pads_like_tensorflow_same():
+    with torch.device("meta"):
+        model = REGISTRY["i3d"].build(num_classes=400)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["Conv3d_1a_7x7.conv3d.weight"] == (64, 3, 7, 7, 7) and "Conv3d_1a_7x7.bn.running_var" in shapes
+    assert shapes["Mixed_4f.b3b.conv3d.weight"] == (128, 528, 1, 1, 1) and shapes["Mixed_5c.b1b.bn.weight"] == (384,)
+    assert shapes["logits.conv3d.weight"] == (400, 1024, 1, 1, 1) and shapes["logits.conv3d.bias"] == (400,)
+    assert {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)} == {1e-3}
+    from gcf.extract.backbones.i3d import pad_same
+    for size in range(5, 12):                     # SAME: ceil(size / stride) outputs, the extra pad at the end
+        x = torch.zeros(1, 1, size, size, size)
+        out = torch.nn.functional.max_pool3d(pad_same(x, (3, 3, 3), (2, 2, 2)), 3, 2)
+        assert out.shape[2:] == ((size + 1) // 2,) * 3
+    x = torch.arange(6.0).view(1, 1, 1, 1, 6)
+    assert pad_same(x, (1, 1, 2), (1, 1, 2)).shape[-1] == 6                     # even size, stride 2: no pad
+    assert pad_same(x, (1, 1, 3), (1, 1, 2)).flatten().tolist() == [0, 1, 2, 3, 4, 5, 0]   # pad 1, at the end
+
+
 def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
     path = tmp_path / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth"
     torch.save(source_model("r2plus1d34_ig65m32").state_dict(), path)
@@ -237,8 +256,9 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert maps[0].shape[:2] == (2, spec.feature_dim)
     assert torch.allclose(maps[0].mean(dim=(2, 3, 4)), v)
     assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
-    assert (spec.input_size, spec.weights, spec.seed) == (112, "random", 1)
-    assert spec.clip_len == {"r2plus1d34_ig65m32": 32, "r2plus1d34_ig65m8": 8}.get(name, 16)   # what weights expect
+    assert (spec.weights, spec.seed) == ("random", 1)
+    assert spec.clip_len == {"r2plus1d34_ig65m32": 32, "r2plus1d34_ig65m8": 8, "i3d": 64}.get(name, 16)
+    assert spec.input_size == (224 if name == "i3d" else 112)                 # what the weights were trained on
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 
 

