@@ -24,9 +24,9 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "r2plus1d50": {"width": 0.125}, "r2plus1d101": {"width": 0.125}, "resnext101": {"width": 0.25},
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
          "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
-         "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}}
+         "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32", "i3d"]
+            "r2plus1d34_ig65m32", "i3d", "s3d"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -63,7 +63,8 @@ def count_params(name: str, **options) -> int:
     ("resnext101", {}, 48_750_616),
     ("r2plus1d50", {}, 47_445_182),  # the closest R(2+1)D to the paper's 50.91M; none is within 1%
     ("r2plus1d34_ig65m32", {}, 63_799_775),
-    ("i3d", {}, 12_902_264),  # piergiaj/pytorch-i3d's InceptionI3d (12,697,264 with its 400 logits)  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
+    ("i3d", {}, 12_902_264),  # piergiaj/pytorch-i3d's InceptionI3d (12,697,264 with its 400 logits)
+    ("s3d", {}, 8_525_048),  # kylemin/S3D's S3D (8,320,048 with 400)  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected
@@ -182,6 +183,17 @@ def test_i3d_has_the_ports_names_and_pads_like_tensorflow_same():
     assert pad_same(x, (1, 1, 3), (1, 1, 2)).flatten().tolist() == [0, 1, 2, 3, 4, 5, 0]   # pad 1, at the end
 
 
+def test_s3d_has_the_ports_names():
+    with torch.device("meta"):
+        model = REGISTRY["s3d"].build(num_classes=400)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["base.0.conv_s.weight"] == (64, 3, 1, 7, 7) and shapes["base.0.conv_t.weight"] == (64, 64, 7, 1, 1)
+    assert shapes["base.2.conv.weight"] == (64, 64, 1, 1, 1) and shapes["base.3.bn_t.running_mean"] == (192,)
+    assert shapes["base.5.branch1.1.conv_s.weight"] == (128, 96, 1, 3, 3)
+    assert shapes["base.15.branch3.1.conv.weight"] == (128, 832, 1, 1, 1)
+    assert shapes["fc.0.weight"] == (400, 1024, 1, 1, 1) and shapes["fc.0.bias"] == (400,)
+
+
 def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
     path = tmp_path / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth"
     torch.save(source_model("r2plus1d34_ig65m32").state_dict(), path)
@@ -257,8 +269,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert torch.allclose(maps[0].mean(dim=(2, 3, 4)), v)
     assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
     assert (spec.weights, spec.seed) == ("random", 1)
-    assert spec.clip_len == {"r2plus1d34_ig65m32": 32, "r2plus1d34_ig65m8": 8, "i3d": 64}.get(name, 16)
-    assert spec.input_size == (224 if name == "i3d" else 112)                 # what the weights were trained on
+    assert spec.clip_len == {"r2plus1d34_ig65m32": 32, "r2plus1d34_ig65m8": 8, "i3d": 64, "s3d": 64}.get(name, 16)
+    assert spec.input_size == (224 if name in ("i3d", "s3d") else 112)        # what the weights were trained on
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 
 

@@ -39,7 +39,7 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--backbone", required=True, help="Registry name: resnext101, resnet18..101, r2plus1d18..101, "
-              "r2plus1d34_ig65m32, r2plus1d34_ig65m8, i3d, "
+              "r2plus1d34_ig65m32, r2plus1d34_ig65m8, i3d, s3d, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
 @click.option("--weights", metavar="PATH|random",
               help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs or a plain state dict), or 'random' "
@@ -57,10 +57,10 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
               "inception, imagenet, none (default: the convention of the weights).")
 @click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
 @click.option("--clip-len", type=click.IntRange(1),
-              help="Frames per clip (default: the backbone's: 16; ig65m 32/8, i3d 64).")
+              help="Frames per clip (default: the backbone's: 16; ig65m 32/8, i3d and s3d 64).")
 @click.option("--stride", type=click.IntRange(1), help="Frames between clip starts (default: clip length).")
 @click.option("--size", type=click.IntRange(1),
-              help="Square crop side in pixels (default: the backbone's: 112; i3d 224).")
+              help="Square crop side in pixels (default: the backbone's: 112; i3d and s3d 224).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Clips per batch.")
 @click.option("--workers", type=click.IntRange(1), help="Decoder processes (default: usable cores - 1, at most 16).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

