@@ -59,11 +59,10 @@ class Mixed(nn.Module):
 
 def stages() -> list[nn.Module]:
     """I3D's 16 stages in order (`i3d.ORDER`), separable and symmetrically padded: the port's `base`."""
-    spatial_pool = lambda: nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))   # noqa: E731
-    fixed = {"Conv3d_1a_7x7": SepConv3d(3, 64, 7, 2), "MaxPool3d_2a_3x3": spatial_pool(),
+    fixed = {"Conv3d_1a_7x7": SepConv3d(3, 64, 7, 2), "MaxPool3d_2a_3x3": nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
              "Conv3d_2b_1x1": BasicConv3d(64, 64), "Conv3d_2c_3x3": SepConv3d(64, 192),
-             "MaxPool3d_3a_3x3": spatial_pool(), "MaxPool3d_4a_3x3": nn.MaxPool3d(3, 2, 1),
-             "MaxPool3d_5a_2x2": nn.MaxPool3d(2, 2)}
+             "MaxPool3d_3a_3x3": nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+             "MaxPool3d_4a_3x3": nn.MaxPool3d(3, 2, 1), "MaxPool3d_5a_2x2": nn.MaxPool3d(2, 2)}
     return [fixed[name] if name in fixed else Mixed(*MIXED[name]) for name in ORDER]
 
 
