@@ -229,3 +229,17 @@ def test_a_codec_decord_cannot_open_is_decoded_by_pyav(tmp_path):
         pytest.skip("needs PyAV's AV1 encoder")
     path = write_tracks(tmp_path / "av1.mp4", [(128, 96)], codec="libsvtav1")    # decord 0.6.0 has no AV1
     assert len(list(iter_clips(path))) == 2
+
+
+def test_frames_a_recovering_decoder_emits_late_are_put_back_in_order(square):
+    """After damage a decoder can emit frame 29 after 34 (seen in an open-GOP H.264 MKV): the stream reader holds
+    a few frames so each is still placed by its pts rather than dropped."""
+    from types import SimpleNamespace
+
+    from gcf.extract.video import _StreamReader, index_video
+
+    index = index_video(square)
+    reader = _StreamReader(str(square), 112, 112, 1, index)
+    order = [0, 1, 2, 5, 3, 6, 4, 7, 8]
+    placed = list(reader._positioned(SimpleNamespace(pts=int(index.pts[i])) for i in order))
+    assert [position for position, _ in placed] == sorted(order)

@@ -17,6 +17,7 @@ already got for that video.
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gcf.errors import GcfError
 # what decord, PyAV and the numpy conversion raise on broken files; DECORDError is not a RuntimeError
 DECODER_ERRORS = (decord.DECORDError, av.FFmpegError, RuntimeError, OSError, ValueError, IndexError, AssertionError)
 PACKET_OVERHEAD = 2048          # bytes decord keeps per read-ahead packet besides its data (measured ~1.5 KB)
+REORDER = 4                     # frames the PyAV reader holds to put late ones (after damage) back in order
 MAX_MISSING = 0.25              # a video with more of its frames undecodable fails, rather than hold frames long
 
 
@@ -271,10 +273,15 @@ class _StreamReader:
         if pts is None:
             yield from enumerate(frames)
             return
-        for frame in frames:
+        pending: list[tuple[int, int, av.VideoFrame]] = []    # a decoder recovering from damage can emit a frame
+        for k, frame in enumerate(frames):                   # after a later one: REORDER frames put them back
             position = int(np.searchsorted(pts, frame.pts)) if frame.pts is not None else len(pts)
             if position < len(pts) and pts[position] == frame.pts:
-                yield position, frame
+                heapq.heappush(pending, (position, k, frame))
+            if len(pending) > REORDER:
+                yield heapq.heappop(pending)[::2]
+        while pending:
+            yield heapq.heappop(pending)[::2]
 
     def _frame(self, index: int) -> av.VideoFrame:
         """The decoded frame at `index`, or the nearest one decoded before it (after it at the start)."""
