@@ -174,7 +174,6 @@ def explain(video, run_dir, store, weights, weights_dir, out_dir, threshold, by,
     """3D Grad-CAM (paper eqs. 13-14) of the predicted class on the clips of VIDEO whose score passes the threshold."""
     from gcf.analysis.gradcam import caption, contact_sheet, explain_video, overlay, write_gif
     from gcf.analysis.predict import open_model, predict_features, video_clips
-    from gcf.extract.video import probe
     from gcf.synth import write_video
 
     model = open_model(run_dir, store)
@@ -193,7 +192,7 @@ def explain(video, run_dir, store, weights, weights_dir, out_dir, threshold, by,
     frames = np.stack([caption(f, f"{label} {prob:.2f} | {t}") for c, t in zip(overlay(shown, exp.heat), titles)
                        for f in c])
     movie = out / f"{stem}_gradcam.{fmt}"
-    fps = probe(video).fps
+    fps = clips.fps
     if fmt == "gif":
         write_gif(frames, movie, fps)
     else:

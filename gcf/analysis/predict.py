@@ -151,12 +151,13 @@ def _store_checkpoint(meta: StoreMeta, weights_dir: str) -> str:
 
 @dataclass(frozen=True)
 class VideoClips:
-    """One video's clip descriptors [n, d] (float32) and clip times [n, 2] (start_s, end_s)."""
+    """One video's clip descriptors [n, d] (float32), clip times [n, 2] (start_s, end_s), duration and frame rate."""
 
     path: str
     features: np.ndarray
     times: np.ndarray
     duration: float
+    fps: float
 
 
 def video_clips(model: torch.nn.Module, meta: StoreMeta, path: str | Path, batch_size: int = 16) -> VideoClips:
@@ -180,7 +181,8 @@ def video_clips(model: torch.nn.Module, meta: StoreMeta, path: str | Path, batch
             flush()
     if batch:
         flush()
-    return VideoClips(str(path), np.concatenate(features), np.asarray(times, np.float64), index.meta.duration)
+    return VideoClips(str(path), np.concatenate(features), np.asarray(times, np.float64), index.meta.duration,
+                      index.meta.fps)
 
 
 def passes(n: int, clips: int) -> np.ndarray:
