@@ -62,9 +62,9 @@ def count_params(name: str, **options) -> int:
     ("shufflenetv2", {"width": 2.0}, 6_639_816),  # the paper's 3D-ShuffleNet, 6.64M
     ("resnext101", {}, 48_750_616),
     ("r2plus1d50", {}, 47_445_182),  # the closest R(2+1)D to the paper's 50.91M; none is within 1%
-    ("r2plus1d34_ig65m32", {}, 63_799_775),
+    ("r2plus1d34_ig65m32", {}, 63_799_775),  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
     ("i3d", {}, 12_902_264),  # piergiaj/pytorch-i3d's InceptionI3d (12,697,264 with its 400 logits)
-    ("s3d", {}, 8_525_048),  # kylemin/S3D's S3D (8,320,048 with 400)  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
+    ("s3d", {}, 8_525_048),  # kylemin/S3D's S3D (8,320,048 with 400)
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected

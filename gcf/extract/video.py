@@ -34,7 +34,7 @@ from gcf.errors import GcfError
 # what decord, PyAV and the numpy conversion raise on broken files; DECORDError is not a RuntimeError
 DECODER_ERRORS = (decord.DECORDError, av.FFmpegError, RuntimeError, OSError, ValueError, IndexError, AssertionError)
 PACKET_OVERHEAD = 2048          # bytes decord keeps per read-ahead packet besides its data (measured ~1.5 KB)
-REORDER = 4                     # frames the PyAV reader holds to put late ones (after damage) back in order
+REORDER = 8                     # frames the PyAV reader holds to put late ones (after damage) back in order
 MAX_MISSING = 0.25              # a video with more of its frames undecodable fails, rather than hold frames long
 
 
