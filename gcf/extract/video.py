@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 import decord
@@ -94,19 +94,19 @@ def index_video(path: str | Path) -> VideoIndex:
                 raise VideoError(f"{path}: no video stream (audio only?); give a video file")
             stream = container.streams.video[0]
             single = len(container.streams.video) == 1            # decord may pick another video stream
-            packets, pts = 0, []                                   # counted, not kept: memory stays flat
+            packets, pts, first = 0, [], None                      # counted, not kept: memory stays flat
             for packet in container.demux(stream):
                 if packet.size:
                     packets += 1
                     if not packet.is_discard:
                         pts.append(packet.pts)
+                if first is None:                                  # the stream decodes: its first frame
+                    first = next(iter(_decoded([packet])), None)
             listed, rate = stream.frames, float(stream.average_rate or stream.guessed_rate or 0)
             fmt, base = container.format.name, float(stream.time_base or 0)
         if listed > packets:                                       # mp4/mov/avi headers list every frame
             raise VideoError(f"{path}: truncated or damaged: its header lists {listed} frames, the file holds "
                              f"{packets}; copy or download it again")
-        with _open_av(path) as container:
-            first = next(_decoded_frames(container, container.streams.video[0]), None)     # the stream decodes
         if first is None:
             raise VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
@@ -145,11 +145,10 @@ def _open_av(path: str) -> av.container.InputContainer:
     return av.open(path, metadata_errors="replace")
 
 
-def _decoded_frames(container: av.container.InputContainer,
-                    stream: av.VideoStream) -> Iterator[av.VideoFrame]:
-    """The stream's frames as FFmpeg's own player decodes them: a packet the decoder rejects (damaged data) is
+def _decoded(packets: Iterable[av.Packet]) -> Iterator[av.VideoFrame]:
+    """The packets' frames as FFmpeg's own player decodes them: a packet the decoder rejects (damaged data) is
     skipped and decoding goes on (the reader conceals the frames it cost)."""
-    for packet in container.demux(stream):
+    for packet in packets:
         try:
             yield from packet.decode()
         except av.InvalidDataError:
@@ -261,7 +260,7 @@ class _StreamReader:
             stream.codec_context.thread_count = threads
             if threads != 1:
                 stream.codec_context.thread_type = "AUTO"
-            self.frames = self._positioned(_decoded_frames(self.container, stream))
+            self.frames = self._positioned(_decoded(self.container.demux(stream)))
         except DECODER_ERRORS as e:
             raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
         self.next, self.last, self.last_indices = 0, None, None

@@ -42,12 +42,12 @@ class Unit3D(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, bn: bool = True, relu: bool = True):
         super().__init__()
-        self.kernel, self.stride, self.relu = (kernel,) * 3, (stride,) * 3, relu
+        self.relu = relu
         self.conv3d = nn.Conv3d(cin, cout, kernel, stride, bias=not bn)
         self.bn = nn.BatchNorm3d(cout, eps=EPS, momentum=0.01) if bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv3d(pad_same(x, self.kernel, self.stride))
+        x = self.conv3d(pad_same(x, self.conv3d.kernel_size, self.conv3d.stride))
         x = self.bn(x) if self.bn is not None else x
         return F.relu(x) if self.relu else x
 
