@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
+import re
 import subprocess
 import sys
 import warnings
@@ -24,9 +26,10 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "r2plus1d50": {"width": 0.125}, "r2plus1d101": {"width": 0.125}, "resnext101": {"width": 0.25},
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
          "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
-         "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}}
+         "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}, "slow_r50": {"width": 0.125},
+         "slow_r101": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32", "i3d", "s3d"]
+            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -65,6 +68,8 @@ def count_params(name: str, **options) -> int:
     ("r2plus1d34_ig65m32", {}, 63_799_775),  # ig65m-pytorch's r2plus1d_34 on torchvision's VideoResNet
     ("i3d", {}, 12_902_264),  # piergiaj/pytorch-i3d's InceptionI3d (12,697,264 with its 400 logits)
     ("s3d", {}, 8_525_048),  # kylemin/S3D's S3D (8,320,048 with 400)
+    ("slow_r50", {}, 32_863_896),  # PyTorchVideo's slow_r50: 32,454,096 (32.45M) with its 400 classes
+    ("slow_r101", {}, 60_768_920),  # MMAction2's slowonly_r101 (60,359,120 with 400)
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected
@@ -194,6 +199,90 @@ def test_s3d_has_the_ports_names():
     assert shapes["fc.0.weight"] == (400, 1024, 1, 1, 1) and shapes["fc.0.bias"] == (400,)
 
 
+def test_slow_has_mmaction2s_names():
+    with torch.device("meta"):
+        model = REGISTRY["slow_r50"].build(num_classes=400)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["backbone.conv1.conv.weight"] == (64, 3, 1, 7, 7) and "backbone.conv1.bn.running_var" in shapes
+    assert shapes["backbone.layer1.0.downsample.conv.weight"] == (256, 64, 1, 1, 1)
+    assert shapes["backbone.layer2.0.conv1.conv.weight"] == (128, 256, 1, 1, 1)     # res3: spatial only
+    assert shapes["backbone.layer3.0.conv1.conv.weight"] == (256, 512, 3, 1, 1)     # res4, res5: 3x1x1 first
+    assert shapes["backbone.layer4.2.conv2.conv.weight"] == (512, 512, 1, 3, 3)
+    assert shapes["cls_head.fc_cls.weight"] == (400, 2048) and len(shapes) == 320
+    with torch.no_grad():                           # no temporal stride: 8 frames in, 8 steps out; space / 32
+        assert model.feature_map(torch.empty(1, 3, 8, 224, 224, device="meta")).shape == (1, 2048, 8, 7, 7)
+
+
+def _pytorchvideo_key(key: str) -> str:
+    """Our (MMAction2) name of a Slow R50 tensor -> PyTorchVideo's (create_resnet: blocks.0 stem, 1-4 stages, 5 head)."""
+    key = key.replace("backbone.conv1.conv.", "blocks.0.conv.").replace("backbone.conv1.bn.", "blocks.0.norm.")
+    key = key.replace("cls_head.fc_cls.", "blocks.5.proj.")
+    parts = {"downsample.conv": "branch1_conv", "downsample.bn": "branch1_norm", "conv1.conv": "branch2.conv_a",
+             "conv1.bn": "branch2.norm_a", "conv2.conv": "branch2.conv_b", "conv2.bn": "branch2.norm_b",
+             "conv3.conv": "branch2.conv_c", "conv3.bn": "branch2.norm_c"}
+    for ours, theirs in parts.items():
+        key = re.sub(rf"^backbone\.layer(\d)\.(\d+)\.{ours}\.", lambda m: f"blocks.{m[1]}.res_blocks.{m[2]}.{theirs}.", key)
+    return key
+
+
+def _pyslowfast_key(key: str) -> str:
+    """Our name -> PySlowFast's ResNet (s1.pathway0_stem, s2-s5.pathway0_resN, head.projection)."""
+    key = key.replace("backbone.conv1.", "s1.pathway0_stem.")
+    key = key.replace("cls_head.fc_cls.", "head.projection.")
+    parts = {"downsample.conv": "branch1", "downsample.bn": "branch1_bn", "conv1.conv": "branch2.a",
+             "conv1.bn": "branch2.a_bn", "conv2.conv": "branch2.b", "conv2.bn": "branch2.b_bn",
+             "conv3.conv": "branch2.c", "conv3.bn": "branch2.c_bn"}
+    for ours, theirs in parts.items():
+        key = re.sub(rf"^backbone\.layer(\d)\.(\d+)\.{ours}\.",
+                     lambda m: f"s{int(m[1]) + 1}.pathway0_res{m[2]}.{theirs}.", key)
+    return key
+
+
+@pytest.mark.parametrize("layout, norm", [("mmaction2", "imagenet"), ("pytorchvideo", "slowfast"),
+                                          ("pyslowfast", "slowfast")])
+def test_slow_loads_mmaction2_pytorchvideo_and_pyslowfast_files(tmp_path, layout, norm):
+    source = source_model("slow_r50")
+    state = source.state_dict()
+    path = tmp_path / "slow.pth"
+    if layout == "mmaction2":
+        torch.save({"meta": {"mmaction2_version": "1.2.0", "dataset_meta": {"classes": ["a"] * 400}},
+                    "state_dict": state}, path)
+    else:
+        rename = _pytorchvideo_key if layout == "pytorchvideo" else _pyslowfast_key
+        theirs = {rename(k): v for k, v in state.items()}
+        assert not any(k.startswith(("backbone.", "cls_head.")) for k in theirs)
+        torch.save({"epoch": 196, "model_state": theirs, "cfg": "MODEL:\n  ARCH: slow"}, path)
+    loaded = build_backbone("slow_r50", path, **SMALL["slow_r50"])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x)) and torch.equal(loaded.descriptor(x), source.descriptor(x))
+    assert loaded.spec.norm.name == norm and loaded.spec.frame_step == 8
+
+
+@pytest.mark.parametrize("layout", ["pytorchvideo", "pyslowfast"])
+def test_slow_r50_takes_the_key_names_the_reference_code_writes(tmp_path, layout):
+    shapes = json.loads((Path(__file__).parent / "data" / "slow_r50_layouts.json").read_text())[layout]
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randint(0, 9, s) if k.endswith("num_batches_tracked") else torch.rand(s, generator=g))
+             for k, s in shapes.items()}
+    torch.save({"model_state": state}, tmp_path / "SLOW_8x8_R50.pyth")
+    model = build_backbone("slow_r50", tmp_path / "SLOW_8x8_R50.pyth")
+    own = model.state_dict()
+    assert len(own) == len(state) == 320 and model.spec.norm.name == "slowfast"
+    stem = "blocks.0.conv.weight" if layout == "pytorchvideo" else "s1.pathway0_stem.conv.weight"
+    head = "blocks.5.proj.weight" if layout == "pytorchvideo" else "head.projection.weight"
+    assert torch.equal(own["backbone.conv1.conv.weight"], state[stem])
+    assert torch.equal(own["cls_head.fc_cls.weight"], state[head])
+
+
+def test_other_resnets_of_those_repositories_do_not_load_as_slow(tmp_path):
+    state = {_pytorchvideo_key(k): v for k, v in source_model("slow_r50").state_dict().items()}
+    i3d = dict(state, **{"blocks.0.conv.weight": torch.zeros(8, 3, 5, 7, 7)})       # PyTorchVideo's i3d_r50 stem
+    torch.save({"model_state": i3d}, tmp_path / "I3D_8x8_R50.pyth")
+    with pytest.raises(GcfError, match=r"backbone.conv1.conv.weight \(8, 3, 5, 7, 7\) in file vs \(8, 3, 1, 7, 7\)"):
+        build_backbone("slow_r50", tmp_path / "I3D_8x8_R50.pyth", **SMALL["slow_r50"])
+
+
 def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
     path = tmp_path / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth"
     torch.save(source_model("r2plus1d34_ig65m32").state_dict(), path)
@@ -285,8 +374,9 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert torch.allclose(maps[0].mean(dim=(2, 3, 4)), v)
     assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
     assert (spec.weights, spec.seed) == ("random", 1)
-    assert spec.clip_len == {"r2plus1d34_ig65m32": 32, "r2plus1d34_ig65m8": 8, "i3d": 64, "s3d": 64}.get(name, 16)
-    assert spec.input_size == (224 if name in ("i3d", "s3d") else 112)        # what the weights were trained on
+    trained = {"r2plus1d34_ig65m32": (32, 1, 112), "r2plus1d34_ig65m8": (8, 1, 112), "i3d": (64, 1, 224),
+               "s3d": (64, 1, 224), "slow_r50": (8, 8, 224), "slow_r101": (8, 8, 224)}  # what the weights saw
+    assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 
 

@@ -314,6 +314,37 @@ def test_user_errors_are_one_line(synth_videos, tmp_path):
     assert not (tmp_path / "features.zarr").exists()
 
 
+def test_frame_step_samples_every_nth_frame_and_is_recorded(synth_videos, tmp_path):
+    import torch
+
+    from gcf.extract import build_backbone
+    from gcf.extract.video import iter_clips
+
+    one = sorted(synth_videos.rglob("*.mp4"))[0]
+    args = ("--backbone", "slow_r50", "--option", "width=0.125", "--weights", "random", "--size", "32",
+            "--clip-len", "4", "--quiet")
+    run_gcf("extract", *args, "--frame-step", "4", one, cwd=tmp_path)
+    store = open_store(tmp_path / "features.zarr")
+    assert (store.meta.clip_len, store.meta.frame_step, store.meta.stride) == (4, 4, 16)   # side by side
+    n_frames, info = frame_count(one), store.info(one.stem)
+    n = n_frames // 16
+    np.testing.assert_array_equal(store.clips(one.stem)["start_frame"], np.arange(n) * 16)
+    np.testing.assert_allclose(store.clips(one.stem)["end_s"], (np.arange(n) + 1) * 16 / info.fps)
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = build_backbone("slow_r50", "random", width=0.125)
+    frames = np.stack([c.frames for c in iter_clips(one, 4, size=32, frame_step=4)])
+    with torch.inference_mode():
+        direct = model.descriptor(model.spec.normalize(frames)).numpy()
+    np.testing.assert_allclose(store.features(one.stem).astype(np.float32), direct, rtol=2e-3,
+                               atol=2e-3 * np.abs(direct).max())
+    default = run_gcf("extract", *args, one, "-o", "default.h5", cwd=tmp_path)      # the backbone's own step: 8
+    assert open_store(tmp_path / "default.h5").meta.frame_step == 8, default.stderr
+    bad = run_gcf("extract", *args, "--frame-step", "4", "--stride", "6", one, "-o", "bad.h5", cwd=tmp_path,
+                  check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "multiple of the frame step" in bad.stderr
+    assert not (tmp_path / "bad.h5").exists()
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not __import__("torch").cuda.is_available(), reason="no CUDA device"))])
 def test_backbone_runner_keeps_each_clip_with_its_video(device):

@@ -57,6 +57,27 @@ def test_stride_and_window_options(square, limit):
 
 
 @READERS
+def test_frame_step_takes_every_nth_frame(square, limit):
+    ref = pyav_frames(square)
+    # side by side (default stride clip_len x step), overlapping by a multiple of the step, and a small window
+    for stride, window in ((16, 128), (8, 128), (8, 10)):
+        clips = list(iter_clips(square, clip_len=4, stride=stride, frame_step=4, window=window, readahead_limit=limit))
+        assert [c.start_frame for c in clips] == list(clip_starts(70, 4, stride, 4)) == list(range(0, 55, stride))
+        for c in clips:
+            np.testing.assert_array_equal(c.frames, ref[c.start_frame:c.start_frame + 16:4])
+            assert c.end_s == pytest.approx((c.start_frame + 16) / 25)
+    (short,) = iter_clips(square, clip_len=8, frame_step=10, readahead_limit=limit)   # 80 frames > 70: loops
+    np.testing.assert_array_equal(short.frames, ref[np.arange(0, 80, 10) % 70])
+    assert short.end_s == pytest.approx(70 / 25)
+
+
+def test_interleaved_overlapping_clips_are_refused(square):
+    with pytest.raises(GcfError, match="stride of 6 frames with a frame step of 4.*multiple of the frame step"):
+        next(iter_clips(square, clip_len=4, stride=6, frame_step=4))
+    assert len(list(iter_clips(square, clip_len=4, stride=18, frame_step=4))) == 4    # no overlap: any stride
+
+
+@READERS
 def test_short_side_resize_inside_decoder_then_centre_crop(tmp_path, limit):
     """A white square at a known place in 128x96 frames lands where 128x96 -> 149x112 -> centre 112 puts it."""
     frame = np.zeros((96, 128, 3), np.uint8)

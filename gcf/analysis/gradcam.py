@@ -144,7 +144,8 @@ def explain_video(model: Model, backbone: torch.nn.Module, path: str | Path, pre
     grads = head_gradient(model.head, features, target)[2][chosen].numpy()
     wanted = set(chosen.tolist())
     inputs, shown, index = [], [], index_video(path)
-    decode = lambda side: iter_clips(path, meta.clip_len, meta.stride, side, threads=0, index=index)  # noqa: E731
+    decode = lambda side: iter_clips(path, meta.clip_len, meta.stride, side, threads=0, index=index,  # noqa: E731
+                                     frame_step=meta.frame_step)
     for i, (a, b) in enumerate(zip(decode(meta.input_size), decode(size))):
         if i in wanted:
             inputs.append(a.frames)

@@ -174,7 +174,8 @@ def video_clips(model: torch.nn.Module, meta: StoreMeta, path: str | Path, batch
         batch.clear()
 
     index = index_video(path)
-    for clip in iter_clips(path, meta.clip_len, meta.stride, meta.input_size, threads=0, index=index):
+    for clip in iter_clips(path, meta.clip_len, meta.stride, meta.input_size, threads=0, index=index,
+                           frame_step=meta.frame_step):
         batch.append(clip.frames)
         times.append((clip.start_s, clip.end_s))
         if len(batch) == batch_size:

@@ -39,10 +39,11 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--backbone", required=True, help="Registry name: resnext101, resnet18..101, r2plus1d18..101, "
-              "r2plus1d34_ig65m32, r2plus1d34_ig65m8, i3d, s3d, "
+              "r2plus1d34_ig65m32, r2plus1d34_ig65m8, i3d, s3d, slow_r50, slow_r101, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
 @click.option("--weights", metavar="PATH|random",
-              help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs or a plain state dict), or 'random' "
+              help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs, MMAction2, PySlowFast, PyTorchVideo or "
+                   "a plain state dict), or 'random' "
                    "(tests and demos only: seeded, the seed is recorded in the store) "
                    "[default: the backbone's published file in --weights-dir].")
 @click.option("--weights-dir", envvar="GCF_WEIGHTS", default="~/.cache/gcf/weights", show_default=True,
@@ -54,13 +55,17 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--option", "options", multiple=True, callback=_options, metavar="KEY=VALUE",
               help="Backbone builder option, e.g. width=0.5 or groups=3 (repeatable).")
 @click.option("--norm", help="Input normalisation override: kinetics, kinetics-tv, activitynet, activitynet-bgr, "
-              "inception, imagenet, none (default: the convention of the weights).")
+              "inception, imagenet, slowfast, none (default: the convention of the weights).")
 @click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
 @click.option("--clip-len", type=click.IntRange(1),
-              help="Frames per clip (default: the backbone's: 16; ig65m 32/8, i3d and s3d 64).")
-@click.option("--stride", type=click.IntRange(1), help="Frames between clip starts (default: clip length).")
+              help="Frames per clip (default: the backbone's: 16; ig65m 32/8, i3d and s3d 64, slow 8).")
+@click.option("--frame-step", type=click.IntRange(1),
+              help="Take every N-th frame into a clip (PySlowFast's sampling rate, MMAction2's frame_interval; "
+                   "default: the backbone's: 1; slow_r50 8).")
+@click.option("--stride", type=click.IntRange(1),
+              help="Frames between clip starts (default: clip length x frame step, clips side by side).")
 @click.option("--size", type=click.IntRange(1),
-              help="Square crop side in pixels (default: the backbone's: 112; i3d and s3d 224).")
+              help="Square crop side in pixels (default: the backbone's: 112; i3d, s3d and slow 224).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Clips per batch.")
 @click.option("--workers", type=click.IntRange(1), help="Decoder processes (default: usable cores - 1, at most 16).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
@@ -76,8 +81,8 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--overwrite", is_flag=True, help="Delete the store first and extract everything again.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any video failed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar: log lines only.")
-def extract(inputs, backbone, weights, weights_dir, output, root, options, norm, seed, clip_len, stride, size,
-            batch_size, workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
+def extract(inputs, backbone, weights, weights_dir, output, root, options, norm, seed, clip_len, frame_step, stride,
+            size, batch_size, workers, device, dtype, logits, shard, commit_every, overwrite, strict, quiet) -> None:
     """Extract one descriptor per clip of every video in INPUTS (folders, videos, CSV/list or split files)."""
     if overwrite and shard[1] > 1:
         raise GcfError(f"--overwrite with --shard {shard[0]}/{shard[1]} would delete the other shards' work; "
@@ -91,7 +96,8 @@ def extract(inputs, backbone, weights, weights_dir, output, root, options, norm,
 
     check_device(device)
     config = ExtractConfig(inputs=tuple(inputs), backbone=backbone, weights=weights, output=output, root=root,
-                           options=options, norm=norm, seed=seed, clip_len=clip_len, stride=stride, size=size,
+                           options=options, norm=norm, seed=seed, clip_len=clip_len, frame_step=frame_step,
+                           stride=stride, size=size,
                            batch_size=batch_size, workers=workers or default_workers(), device=device,
                            dtype=dtype, logits=logits, shard=shard, overwrite=overwrite, commit_seconds=commit_every,
                            progress=not quiet)

@@ -47,7 +47,8 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Everything `gcf extract` does; None means the backbone's own value (clip_len, size) or clip_len (stride)."""
+    """Everything `gcf extract` does; None means the backbone's own value (clip_len, frame_step, size) or
+    clip_len * frame_step (stride: clips side by side)."""
 
     inputs: tuple[str, ...]
     backbone: str
@@ -58,6 +59,7 @@ class ExtractConfig:
     norm: str | None = None                       # input convention override (gcf.extract.backbones.norm)
     seed: int = 0
     clip_len: int | None = None
+    frame_step: int | None = None                 # frames between a clip's frames
     stride: int | None = None
     size: int | None = None
     batch_size: int = 32
@@ -115,10 +117,10 @@ class ExtractSummary:
 
 def extract(config: ExtractConfig) -> ExtractSummary:
     """Run stage one as configured: discover, shard, skip what the store holds, extract the rest."""
-    clip_len, stride, size = geometry(config, backbone_spec(config.backbone, norm=config.norm, **dict(config.options)))
-    check_geometry(config.backbone, clip_len, size, **dict(config.options))
+    g = geometry(config, backbone_spec(config.backbone, norm=config.norm, **dict(config.options)))
+    check_geometry(config.backbone, g.clip_len, g.size, **dict(config.options))
     slots = max(2, math.ceil(2 * config.batch_size / (config.workers * WINDOW)))
-    with DecoderPool(config.workers, DecodeConfig(clip_len, stride, size, WINDOW, slots)) as pool:
+    with DecoderPool(config.workers, DecodeConfig(g.clip_len, g.stride, g.size, g.frame_step, WINDOW, slots)) as pool:
         # the workers start up while the videos are found and the backbone loads
         dataset = discover(list(config.inputs), root=config.root)
         items = select_shard(dataset.items, *config.shard)
@@ -140,10 +142,24 @@ def extract(config: ExtractConfig) -> ExtractSummary:
     return summary
 
 
-def geometry(config: ExtractConfig, spec: Any) -> tuple[int, int, int]:
-    """(clip length, stride, crop size): the configured values, else the backbone's (stride: the clip length)."""
-    clip_len = config.clip_len or spec.clip_len
-    return clip_len, config.stride or clip_len, config.size or spec.input_size
+class Geometry(NamedTuple):
+    """How clips are cut: `clip_len` frames `frame_step` apart, one every `stride` frames, `size` px square."""
+
+    clip_len: int
+    frame_step: int
+    stride: int
+    size: int
+
+
+def geometry(config: ExtractConfig, spec: Any) -> Geometry:
+    """The configured values, else the backbone's (stride: clip length x frame step, clips side by side); a
+    GcfError for overlapping clips whose frames interleave."""
+    from gcf.extract.video import check_sampling      # not at the top: the main process needs no decoder
+
+    clip_len, frame_step = config.clip_len or spec.clip_len, config.frame_step or spec.frame_step
+    stride = config.stride or clip_len * frame_step
+    check_sampling(clip_len, stride, frame_step)
+    return Geometry(clip_len, frame_step, stride, config.size or spec.input_size)
 
 
 def select_shard(items: list[VideoItem], index: int, count: int) -> list[VideoItem]:
@@ -171,12 +187,13 @@ def load_backbone(config: ExtractConfig) -> torch.nn.Module:
 
 def store_meta(spec: Any, config: ExtractConfig, class_names: tuple[str, ...]) -> StoreMeta:
     """Store-wide metadata: what a reader needs to know how the descriptors were made, and to remake them."""
-    clip_len, stride, size = geometry(config, spec)
+    g = geometry(config, spec)
     extra = {"norm": spec.norm.name, "value_range": spec.norm.value_range, "channel_order": spec.norm.channel_order,
              "num_classes": spec.num_classes, "logits": config.logits, "backbone_options": dict(spec.options)}
     if spec.seed is not None:
         extra["weights_seed"] = spec.seed
-    return StoreMeta(backbone=spec.name, weights=spec.weights, clip_len=clip_len, stride=stride, input_size=size,
+    return StoreMeta(backbone=spec.name, weights=spec.weights, clip_len=g.clip_len, stride=g.stride,
+                     input_size=g.size, frame_step=g.frame_step,
                      mean=tuple(spec.norm.mean), std=tuple(spec.norm.std), feature_dim=spec.feature_dim,
                      class_names=tuple(class_names), dtype=config.dtype, extra=extra)
 

@@ -35,11 +35,13 @@ STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """What workers cut (clip length, stride, crop size) and their buffers: `slots` windows of `window` clips."""
+    """What workers cut (clip length, stride, crop size, frame step) and their buffers: `slots` windows of `window`
+    clips."""
 
     clip_len: int = 16
     stride: int = 16
     size: int = 112
+    frame_step: int = 1
     window: int = 8
     slots: int = 4
     nice: int = 10        # workers yield the CPU to the backbone's threads, and decode in the time they leave
@@ -298,7 +300,7 @@ def _worker_main(conn: Connection, shm_name: str, config: DecodeConfig, free: li
                 index = index_video(task.path)
                 conn.send(("started", task.key, index.meta))
                 starts, times = [], []
-                for clip in iter_clips(task.path, c.clip_len, c.stride, c.size, index=index):
+                for clip in iter_clips(task.path, c.clip_len, c.stride, c.size, index=index, frame_step=c.frame_step):
                     if slot is None:
                         while not free:
                             receive()

@@ -155,9 +155,20 @@ def _decoded(packets: Iterable[av.Packet]) -> Iterator[av.VideoFrame]:
             continue
 
 
-def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16) -> range:
-    """Start frames of every clip: i * stride while the clip fits, and one (loop padded) clip for short videos."""
-    return range(0, max(n_frames - clip_len, 0) + 1, stride)
+def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16, frame_step: int = 1) -> range:
+    """Start frames of every clip: i * stride while the clip's clip_len * frame_step frames fit, and one (loop
+    padded) clip for short videos."""
+    return range(0, max(n_frames - clip_len * frame_step, 0) + 1, stride)
+
+
+def check_sampling(clip_len: int, stride: int, frame_step: int) -> None:
+    """Refuse overlapping clips whose frames fall between each other's (stride not a multiple of frame_step):
+    windows would ask the sequential decoder for frames it has passed."""
+    if frame_step > 1 and stride < clip_len * frame_step and stride % frame_step:
+        near = max(frame_step, stride // frame_step * frame_step)
+        raise GcfError(f"a stride of {stride} frames with a frame step of {frame_step}: overlapping clips need a "
+                       f"stride that is a multiple of the frame step (e.g. {near}), or one of at least "
+                       f"{clip_len * frame_step} (clip length x frame step)")
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -167,9 +178,12 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return size, max(size, round(height * size / width))
 
 
-def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int = 112, window: int = 128,
-               threads: int = 1, readahead_limit: int = 64 << 20, index: VideoIndex | None = None) -> Iterator[Clip]:
+def iter_clips(path: str | Path, clip_len: int = 16, stride: int | None = None, size: int = 112, window: int = 128,
+               threads: int = 1, readahead_limit: int = 64 << 20, index: VideoIndex | None = None,
+               frame_step: int = 1) -> Iterator[Clip]:
     """Every clip of a video, short side resized (by the decoder) to `size` and centre cropped to size x size.
+    A clip is `clip_len` frames, `frame_step` apart (PySlowFast's sampling rate, MMAction2's frame_interval),
+    starting every `stride` frames (default clip_len * frame_step: clips side by side).
 
     `window`: frames decoded per step (memory bound). `threads`: decoder threads (0 = auto; 1 by default because
     the pipeline runs one decoder per worker process). `readahead_limit`: bytes decord's read-ahead may take
@@ -177,6 +191,8 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
     index_video(), when the caller already has it.
     """
     path = str(path)
+    stride = stride or clip_len * frame_step
+    check_sampling(clip_len, stride, frame_step)
     index = index or index_video(path)
     meta = index.meta
     width, height = resized_size(meta.width, meta.height, size)
@@ -194,31 +210,32 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int = 16, size: int
             reader = None
     reader = reader or _StreamReader(path, width, height, threads, index)
     crop = ((height - size) // 2, (width - size) // 2, size)
-    starts = list(clip_starts(meta.n_frames, clip_len, stride))
-    per_window = max(1, window // max(stride, clip_len))
+    starts = list(clip_starts(meta.n_frames, clip_len, stride, frame_step))
+    per_window = max(1, window // max(stride, clip_len * frame_step))
     for i in range(0, len(starts), per_window):
         try:
-            clips = _window(reader, index, starts[i:i + per_window], clip_len, crop)
+            clips = _window(reader, index, starts[i:i + per_window], clip_len, frame_step, crop)
         except VideoError:
             if not isinstance(reader, _DecordReader):
                 raise
             reader = _StreamReader(path, width, height, threads, index)   # decord gives up on damage FFmpeg hides
-            clips = _window(reader, index, starts[i:i + per_window], clip_len, crop)
+            clips = _window(reader, index, starts[i:i + per_window], clip_len, frame_step, crop)
         yield from clips
         del clips                                          # not held while the next window decodes
 
 
 def _window(reader: _DecordReader | _StreamReader, index: VideoIndex, starts: list[int], clip_len: int,
-            crop: tuple[int, int, int]) -> list[Clip]:
-    """The clips starting at `starts`, from one decoder call; the decoded window is freed on return.
-    A clip spans from its first frame's time to the next clip-length frame's (the video's end for the last)."""
+            frame_step: int, crop: tuple[int, int, int]) -> list[Clip]:
+    """The clips starting at `starts`, from one decoder call; the decoded window is freed on return. A clip
+    spans clip_len * frame_step frames: from its first frame's time to the next such span's (the video's end)."""
     top, left, size = crop
     meta, times = index.meta, index.times
-    wanted = (np.asarray(starts)[:, None] + np.arange(clip_len)) % meta.n_frames     # loop padding for short videos
+    span = clip_len * frame_step
+    wanted = (np.asarray(starts)[:, None] + np.arange(clip_len) * frame_step) % meta.n_frames   # loop padding
     unique = np.unique(wanted)
     frames = reader.read(unique)[:, top:top + size, left:left + size]
     end = lambda i: float(times[i]) if i < meta.n_frames else meta.duration   # noqa: E731
-    return [Clip(start, float(times[start]), end(start + clip_len), frames[idx])
+    return [Clip(start, float(times[start]), end(start + span), frames[idx])
             for start, idx in zip(starts, np.searchsorted(unique, wanted))]
 
 

@@ -37,7 +37,8 @@ def summary(r: StoreReader) -> dict:
         if len(n) else None,
         "feature_dim": m.feature_dim, "dtype": m.dtype, "classes": len(m.class_names),
         "class_names": list(m.class_names), "splits": splits, "failures": len(r.failed),
-        "backbone": m.backbone, "weights": m.weights, "clip_len": m.clip_len, "stride": m.stride,
+        "backbone": m.backbone, "weights": m.weights, "clip_len": m.clip_len,
+        "frame_step": m.frame_step, "stride": m.stride,
         "input_size": m.input_size, "mean": list(m.mean), "std": list(m.std), "extra": m.extra,
         "size_bytes": backend_for(r.path).size(r.path),
     }
@@ -63,7 +64,8 @@ def info(path: str, as_json: bool) -> None:
     click.echo(f"features:  {s['feature_dim']}-d {s['dtype']}")
     click.echo(f"classes:   {s['classes']} ({classes})")
     click.echo("splits:    " + (", ".join(f"{k} {v}" for k, v in s["splits"].items()) or "-"))
-    click.echo(f"backbone:  {s['backbone']} (weights {s['weights']}), clip_len {s['clip_len']}, "
+    step = f" every {s['frame_step']} frames" if s["frame_step"] > 1 else ""
+    click.echo(f"backbone:  {s['backbone']} (weights {s['weights']}), clip_len {s['clip_len']}{step}, "
                f"stride {s['stride']}, input {s['input_size']}")
     click.echo(f"size:      {s['size_bytes'] / 2**20:.1f} MiB on disk")
     for vid, err in list(r.failed.items())[:5]:

@@ -30,6 +30,7 @@ class StoreMeta:
     class_names: tuple[str, ...]
     dtype: str = "float16"
     extra: dict = field(default_factory=dict)
+    frame_step: int = 1  # frames between a clip's frames (a clip spans clip_len * frame_step frames)
     # read back from the store only; not part of equality
     schema_version: int = field(default=SCHEMA_VERSION, compare=False)
     gcf_version: str = field(default=__version__, compare=False)
@@ -75,7 +76,8 @@ def meta_from_header(header: dict, where: str) -> StoreMeta:
                      stride=int(m["stride"]), input_size=int(m["input_size"]),
                      mean=tuple(float(x) for x in m["mean"]), std=tuple(float(x) for x in m["std"]),
                      feature_dim=int(m["feature_dim"]), class_names=tuple(m["class_names"]),
-                     dtype=m["dtype"], extra=dict(m["extra"]), schema_version=version,
+                     dtype=m["dtype"], extra=dict(m["extra"]), frame_step=int(m.get("frame_step", 1)),
+                     schema_version=version,
                      gcf_version=header.get("gcf_version", ""), created=header.get("created", ""))
 
 

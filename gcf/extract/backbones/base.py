@@ -25,6 +25,7 @@ class BackboneSpec:
     weights: str  # sha256 of the checkpoint file, or "random"
     seed: int | None = None  # seed of random weights (None for a checkpoint): rebuilds them exactly
     options: dict[str, Any] = field(default_factory=dict)  # builder options as given (width, groups, shortcut)
+    frame_step: int = 1  # frames between a clip's frames, as trained (PySlowFast's sampling rate)
 
     def normalize(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 [N, T, H, W, 3] RGB -> float32 [N, 3, T, H, W] as these weights expect."""

