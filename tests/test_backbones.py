@@ -27,9 +27,9 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
          "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
          "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}, "slow_r50": {"width": 0.125},
-         "slow_r101": {"width": 0.125}}
+         "slow_r101": {"width": 0.125}, "x3d_xs": {}, "x3d_s": {}, "x3d_m": {}, "x3d_l": {}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50"]
+            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -70,6 +70,8 @@ def count_params(name: str, **options) -> int:
     ("s3d", {}, 8_525_048),  # kylemin/S3D's S3D (8,320,048 with 400)
     ("slow_r50", {}, 32_863_896),  # PyTorchVideo's slow_r50: 32,454,096 (32.45M) with its 400 classes
     ("slow_r101", {}, 60_768_920),  # MMAction2's slowonly_r101 (60,359,120 with 400)
+    ("x3d_m", {}, 4_204_122),  # PySlowFast's X3D-M: 3,794,322 with 400 (3.8M; PyTorchVideo's 48 fewer, no res2 BN)
+    ("x3d_l", {}, 6_563_232),  # X3D-L: 6,153,432 with 400 (6.2M)
 ])
 def test_parameter_counts_equal_the_reference_repositories(name, options, expected):
     assert count_params(name, num_classes=600, **options) == expected
@@ -283,6 +285,79 @@ def test_other_resnets_of_those_repositories_do_not_load_as_slow(tmp_path):
         build_backbone("slow_r50", tmp_path / "I3D_8x8_R50.pyth", **SMALL["slow_r50"])
 
 
+def test_x3d_has_pyslowfasts_names():
+    with torch.device("meta"):
+        model = REGISTRY["x3d_m"].build(num_classes=400)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["s1.pathway0_stem.conv_xy.weight"] == (24, 3, 1, 3, 3)
+    assert shapes["s1.pathway0_stem.conv.weight"] == (24, 1, 5, 1, 1)                 # depthwise temporal
+    assert shapes["s2.pathway0_res0.branch1_bn.weight"] == (24,)                      # stride 2, same width
+    assert shapes["s2.pathway0_res0.branch2.b.weight"] == (54, 1, 3, 3, 3)
+    assert [f"s5.pathway0_res{b}.branch2.se.fc1.weight" in shapes for b in range(7)] == [True, False] * 3 + [True]
+    assert shapes["s5.pathway0_res0.branch2.se.fc1.weight"] == (32, 432, 1, 1, 1)     # SE widths 8, 8, 16, 32
+    assert shapes["s3.pathway0_res0.branch2.se.fc1.weight"] == (8, 108, 1, 1, 1)
+    assert shapes["head.conv_5.weight"] == (432, 192, 1, 1, 1) and shapes["head.lin_5.weight"] == (2048, 432, 1, 1, 1)
+    assert shapes["head.projection.weight"] == (400, 2048) and len(shapes) == 568
+    assert sum(k.endswith(".branch2.a.weight") for k in shapes) == 3 + 5 + 11 + 7
+
+
+def _x3d_key(key: str, layout: str) -> str:
+    """Our (PySlowFast) name of an X3D tensor -> PyTorchVideo's or MMAction2's."""
+    module, leaf = key.rsplit(".", 1)
+    if layout == "pytorchvideo":
+        fixed = {"s1.pathway0_stem.conv_xy": "blocks.0.conv.conv_t", "s1.pathway0_stem.conv": "blocks.0.conv.conv_xy",
+                 "s1.pathway0_stem.bn": "blocks.0.norm", "head.conv_5": "blocks.5.pool.pre_conv",
+                 "head.conv_5_bn": "blocks.5.pool.pre_norm", "head.lin_5": "blocks.5.pool.post_conv",
+                 "head.projection": "blocks.5.proj"}
+        parts = {"branch1": "branch1_conv", "branch1_bn": "branch1_norm", "branch2.a": "branch2.conv_a",
+                 "branch2.a_bn": "branch2.norm_a", "branch2.b": "branch2.conv_b", "branch2.b_bn": "branch2.norm_b.0",
+                 "branch2.se.fc1": "branch2.norm_b.1.block.0", "branch2.se.fc2": "branch2.norm_b.1.block.2",
+                 "branch2.c": "branch2.conv_c", "branch2.c_bn": "branch2.norm_c"}
+        block = lambda s, b, part: f"blocks.{s - 1}.res_blocks.{b}.{parts[part]}"  # noqa: E731
+    else:
+        fixed = {"s1.pathway0_stem.conv_xy": "backbone.conv1_s.conv", "s1.pathway0_stem.conv": "backbone.conv1_t.conv",
+                 "s1.pathway0_stem.bn": "backbone.conv1_t.bn", "head.conv_5": "backbone.conv5.conv",
+                 "head.conv_5_bn": "backbone.conv5.bn", "head.lin_5": "cls_head.fc1", "head.projection": "cls_head.fc2"}
+        parts = {"branch1": "downsample.conv", "branch1_bn": "downsample.bn", "branch2.a": "conv1.conv",
+                 "branch2.a_bn": "conv1.bn", "branch2.b": "conv2.conv", "branch2.b_bn": "conv2.bn",
+                 "branch2.se.fc1": "se_module.fc1", "branch2.se.fc2": "se_module.fc2", "branch2.c": "conv3.conv",
+                 "branch2.c_bn": "conv3.bn"}
+        block = lambda s, b, part: f"backbone.layer{s - 1}.{b}.{parts[part]}"  # noqa: E731
+    m = re.fullmatch(r"s(\d)\.pathway0_res(\d+)\.(.+)", module)
+    return f"{fixed[module] if module in fixed else block(int(m[1]), m[2], m[3])}.{leaf}"
+
+
+@pytest.mark.parametrize("layout", ["pytorchvideo", "mmaction2"])
+def test_x3d_loads_pytorchvideo_and_mmaction2_files(tmp_path, layout):
+    source = random_model("x3d_m", seed=3)
+    state = source.state_dict()
+    if layout == "pytorchvideo":    # no BN on res2's shortcut there: the source's passes inputs through
+        bn = source.s2.pathway0_res0.branch1_bn
+        bn.weight.data.fill_(1), bn.bias.data.zero_(), bn.running_mean.zero_(), bn.running_var.fill_(1 - bn.eps)
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith("s2.pathway0_res0.branch1_bn.")}
+    theirs = {_x3d_key(k, layout): v for k, v in state.items()}
+    if layout == "mmaction2":
+        theirs["cls_head.fc1.weight"] = theirs["cls_head.fc1.weight"].flatten(1)      # a Linear there
+        torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": theirs}, tmp_path / "x3d.pth")
+    else:
+        torch.save({"model_state": theirs}, tmp_path / "x3d.pth")
+    loaded = build_backbone("x3d_m", tmp_path / "x3d.pth")
+    x = clips()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), source(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loaded.feature_map(x), source.feature_map(x), rtol=1e-5, atol=1e-5)
+    assert loaded.spec.norm.name == "slowfast"
+
+
+def test_x3d_m_takes_the_key_names_pytorchvideo_writes(tmp_path):
+    shapes = json.loads((Path(__file__).parent / "data" / "x3d_m_layouts.json").read_text())["pytorchvideo"]
+    state = {k: torch.rand(s) if not k.endswith("num_batches_tracked") else torch.tensor(1) for k, s in shapes.items()}
+    torch.save({"model_state": state}, tmp_path / "X3D_M.pyth")
+    model = build_backbone("x3d_m", tmp_path / "X3D_M.pyth")
+    assert len(state) == 563 and len(model.state_dict()) == 568       # + the pass-through BN on res2's shortcut
+    assert torch.equal(model.s1.pathway0_stem.conv_xy.weight, state["blocks.0.conv.conv_t.weight"])
+
+
 def test_a_torchvision_layout_file_names_the_backbones_that_take_it(tmp_path):
     path = tmp_path / "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth"
     torch.save(source_model("r2plus1d34_ig65m32").state_dict(), path)
@@ -375,7 +450,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert 1e-2 < v.abs().mean() < 1e2  # calibrated random weights: features neither vanish nor explode
     assert (spec.weights, spec.seed) == ("random", 1)
     trained = {"r2plus1d34_ig65m32": (32, 1, 112), "r2plus1d34_ig65m8": (8, 1, 112), "i3d": (64, 1, 224),
-               "s3d": (64, 1, 224), "slow_r50": (8, 8, 224), "slow_r101": (8, 8, 224)}  # what the weights saw
+               "s3d": (64, 1, 224), "slow_r50": (8, 8, 224), "slow_r101": (8, 8, 224), "x3d_xs": (4, 12, 160),
+               "x3d_s": (13, 6, 160), "x3d_m": (16, 5, 224), "x3d_l": (16, 5, 312)}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

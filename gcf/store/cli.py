@@ -64,7 +64,7 @@ def info(path: str, as_json: bool) -> None:
     click.echo(f"features:  {s['feature_dim']}-d {s['dtype']}")
     click.echo(f"classes:   {s['classes']} ({classes})")
     click.echo("splits:    " + (", ".join(f"{k} {v}" for k, v in s["splits"].items()) or "-"))
-    step = f" every {s['frame_step']} frames" if s["frame_step"] > 1 else ""
+    step = f", frame_step {s['frame_step']}" if s["frame_step"] > 1 else ""
     click.echo(f"backbone:  {s['backbone']} (weights {s['weights']}), clip_len {s['clip_len']}{step}, "
                f"stride {s['stride']}, input {s['input_size']}")
     click.echo(f"size:      {s['size_bytes'] / 2**20:.1f} MiB on disk")

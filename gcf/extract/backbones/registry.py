@@ -30,6 +30,8 @@ from gcf.extract.backbones.slow import slow
 from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
 from gcf.extract.backbones.vmz import vmz_r2plus1d
+from gcf.extract.backbones.x3d import convert as x3d_layouts
+from gcf.extract.backbones.x3d import x3d
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,12 @@ REGISTRY: dict[str, Entry] = {
     "slow_r101": Entry(partial(slow, 101), "imagenet", 400, "cls_head.fc_cls.weight",
                        "slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb_20220901-e6281431.pth",
                        clip_len=8, input_size=224, frame_step=8, convert=slow_layouts),
+    # PySlowFast's X3D (projects/x3d: x3d_xs.pyth ...; PyTorchVideo's X3D_*.pyth and MMAction2's renamed on
+    # loading): one network for XS, S, M, each trained on its own clips (frames x step, crop)
+    **{f"x3d_{size}": Entry(partial(x3d, depth), "slowfast", 400, "head.projection.weight", f"x3d_{size}.pyth",
+                            clip_len=frames, input_size=crop, frame_step=step, convert=x3d_layouts)
+       for size, depth, frames, step, crop in (("xs", 2.2, 4, 12, 160), ("s", 2.2, 13, 6, 160),
+                                               ("m", 2.2, 16, 5, 224), ("l", 5.0, 16, 5, 312))},
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
