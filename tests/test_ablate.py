@@ -89,6 +89,25 @@ def test_rerun_trains_nothing(first, store):
     assert rows(out / "results.csv") == old
 
 
+def test_a_run_whose_kept_checkpoint_diverges_on_val_stays_cached(first, store, tmp_path):
+    """A kept checkpoint can give a non-finite validation loss (stored as null): still a result, not retrained,
+    and never the best on validation by its loss."""
+    out = tmp_path / "out"
+    shutil.copytree(first[0], out)
+    records = sorted((out / "cache").glob("*.json"))
+    runs = [p for p in records if "metrics" in json.loads(p.read_text())]
+    record = json.loads(runs[0].read_text())
+    record["val"]["loss"] = None
+    runs[0].write_text(json.dumps(record))
+    code, stdout, _ = gcf_in_process("ablate", store, "--grid", GRID, "--seeds", "2", "--out", out)
+    assert code == 0 and "8 runs: 8 cached, 0 new" in stdout
+    row = next(r for r in rows(out / "results.csv") if r["key"] == runs[0].stem)
+    assert row["val_loss"] == "nan"
+    from gcf.head.ablate_report import pick
+    best = {"val_top1": 0.5, "val_loss": 2.0, "head": "gcf"}
+    assert pick([{"val_top1": 0.5, "val_loss": float("nan"), "head": "gcf"}, best], head="gcf") is best
+
+
 def test_one_code_path_with_train_head(first, store, tmp_path):
     """A grid run equals `gcf train-head` with the same settings and seed (same torch threads)."""
     out, _ = first

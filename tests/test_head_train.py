@@ -49,6 +49,23 @@ def test_make_data_uses_val_as_test_when_the_store_has_no_test(data):
     assert "val split" in d.notes[0]
 
 
+def test_make_data_names_unlabelled_videos_and_classes_it_cannot_learn(data):
+    t = data.table
+    labels, splits = t.labels.copy(), ["train"] * len(t.labels)
+    labels[:4] = -1
+    for i in range(4):
+        splits[i] = "test"                                   # the store's test split: all unlabelled
+    d = make_data(replace(t, labels=labels, splits=splits), data.class_names)
+    assert d.notes[0] == "left out 4 unlabelled videos"
+    assert "(its test videos are unlabelled)" in d.notes[1] and not {0, 1, 2, 3} & set(d.test)
+    assert not any("no training video" in n for n in d.notes)
+    only_test = int(labels[4])                               # every video of one class in test
+    splits = ["test" if labels[i] == only_test else "train" for i in range(len(labels))]
+    d = make_data(replace(t, labels=labels, splits=splits), data.class_names)
+    assert d.notes[-1] == (f"1 class in test with no training video ({data.class_names[only_test]!r}): "
+                           "their test videos cannot be classified right")
+
+
 def test_make_data_leaves_out_videos_with_nan_or_inf_features(data):
     t = data.table
     features = t.features.copy()

@@ -294,7 +294,10 @@ def run_stack(jobs: list[Job], keys: list[str], full_head: HeadConfig | None, fo
         else:
             results = train_stack(data, full_head, cfgs, device=device)
             c = complexity(results[0].head_cfg, results[0].head)
-            records = [{"metrics": r.metrics, "val": r.val_metrics, "params": c.params, "mflops": c.flops / 1e6,
+            # a kept checkpoint can give a non-finite validation loss (it diverged on val): null, valid JSON
+            records = [{"metrics": r.metrics, "params": c.params, "mflops": c.flops / 1e6,
+                        "val": {**r.val_metrics, "loss": r.val_metrics["loss"] if math.isfinite(r.val_metrics["loss"])
+                                else None},
                         "best_epoch": r.best_epoch, "epochs_run": len(r.history), "stopped": r.stopped,
                         "head": asdict(r.head_cfg)} for r in results]
     except Exception as e:  # noqa: BLE001 (one broken stack never stops the grid; it is reported and retried)
@@ -320,8 +323,9 @@ def cached(path: Path, run: bool) -> dict | None:
                                                   for n in BASELINES for m in ("top1", "top5", "mean_class")}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    diverged = lambda k, v: k == "val_loss" and isinstance(v, float) and math.isnan(v)   # noqa: E731 (null: kept)
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                  for k, v in values.items() if k != "stopped")
+                  for k, v in values.items() if k != "stopped" and not diverged(k, v))
     return record if numbers and isinstance(values.get("stopped", ""), (str, type(None))) else None
 
 

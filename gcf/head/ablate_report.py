@@ -29,7 +29,7 @@ def result_row(record: dict) -> dict:
     """A cached run record as the results.csv columns after the grid values and the seed."""
     m, v = record["metrics"], record["val"]
     return {"top1": m["top1"], "top5": m["top5"], "mean_class": m["mean_class"], "val_top1": v["top1"],
-            "val_top5": v["top5"], "val_mean_class": v["mean_class"], "val_loss": v["loss"],
+            "val_top5": v["top5"], "val_mean_class": v["mean_class"], "val_loss": math.nan if v["loss"] is None else v["loss"],
             "params": record["params"], "mflops": record["mflops"], "best_epoch": record["best_epoch"],
             "epochs_run": record["epochs_run"], "seconds": record["seconds"], "stack": record["stack"],
             "stopped": record["stopped"] or ""}
@@ -72,9 +72,11 @@ def baseline_stats(base: list[dict]) -> dict[str, dict]:
 
 
 def pick(groups: list[dict], **fixed) -> dict | None:
-    """The configuration matching `fixed` with the best mean validation top-1 (then lowest validation loss)."""
+    """The configuration matching `fixed` with the best mean validation top-1 (then lowest validation loss; a
+    non-finite one last)."""
     match = [g for g in groups if all(g[k] == v for k, v in fixed.items())]
-    return max(match, key=lambda g: (g["val_top1"], -g["val_loss"]), default=None)
+    loss = lambda g: g["val_loss"] if math.isfinite(g["val_loss"]) else math.inf   # noqa: E731
+    return max(match, key=lambda g: (g["val_top1"], -loss(g)), default=None)
 
 
 def pm(g: dict, m: str) -> str:

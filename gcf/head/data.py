@@ -51,6 +51,8 @@ def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, 
     """
     splits = np.asarray(table.splits)
     usable, notes = table.labels >= 0, []
+    if not usable.all():
+        notes.append(f"left out {plural(int((~usable).sum()), 'unlabelled video')}")
     broken = usable & ~finite_videos(table)
     if broken.any():
         usable &= ~broken
@@ -65,12 +67,18 @@ def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, 
         notes.append("test: the store's val split (it has no test split)")
     elif len(test) == 0:
         train, test = carve(train, table.labels, test_fraction, seed)
+        why = "its test videos are unlabelled" if (splits == "test").any() else "the store has no test split"
         notes.append(f"test: {len(test)} videos carved from train ({test_fraction:.0%}, at least one of every class "
-                     f"with two or more), stratified, seed {seed} (the store has no test split)")
+                     f"with two or more), stratified, seed {seed} ({why})")
     if len(val) == 0:
         train, val = carve(train, table.labels, val_fraction, seed + 1)
         notes.append(f"val: {len(val)} videos carved from train ({val_fraction:.0%}, at least one of every class "
                      f"with two or more), stratified, seed {seed + 1}")
+    untrained = np.setdiff1d(table.labels[test], table.labels[train])
+    if len(untrained):
+        names = ", ".join(repr(class_names[c]) for c in untrained[:3]) + (", ..." if len(untrained) > 3 else "")
+        count = f"{len(untrained)} class{'' if len(untrained) == 1 else 'es'}"
+        notes.append(f"{count} in test with no training video ({names}): their test videos cannot be classified right")
     return Data(table, train, val, test, tuple(class_names), tuple(notes))
 
 
