@@ -38,10 +38,10 @@ from gcf.synth import make_dataset
 TARGET_CPU, TARGET_GPU = 0.95, 0.90
 
 
-def decode_only(paths: list[str], workers: int, clip_len: int, size: int) -> tuple[int, float]:
+def decode_only(paths: list[str], workers: int, clip_len: int, size: int, frame_step: int = 1) -> tuple[int, float]:
     """(clips, seconds) for the decoder pool alone, in steady state: the second of two passes over the videos
     (worker start-up is left to the end-to-end run, which pays it)."""
-    with DecoderPool(workers, DecodeConfig(clip_len, clip_len, size)) as pool:
+    with DecoderPool(workers, DecodeConfig(clip_len, clip_len * frame_step, size, frame_step)) as pool:
         for _ in range(2):
             start = time.perf_counter()
             clips = 0
@@ -75,7 +75,7 @@ def naive(config: ExtractConfig, runner: BackboneRunner, items: list, class_name
     with StoreWriter(store, meta) as writer, torch.inference_mode(), runner.amp:
         for item in items:
             vm = probe(item.path)
-            got = list(iter_clips(item.path, meta.clip_len, meta.stride, meta.input_size))
+            got = list(iter_clips(item.path, meta.clip_len, meta.stride, meta.input_size, frame_step=meta.frame_step))
             x = model.spec.normalize(torch.from_numpy(np.stack([c.frames for c in got])).to(runner.device))
             v = torch.cat([model.descriptor(x[i:i + config.batch_size]) for i in range(0, len(x), config.batch_size)])
             label = -1 if item.label is None else class_names.index(item.label)
@@ -124,11 +124,12 @@ def main() -> None:
         print(f"{args.backbone} {dict(options)} on {args.device} ({torch.get_num_threads()} torch threads), "
               f"{len(items)} videos, {size}px, batch {args.batch_size}, {args.workers} decoder workers")
 
-        frames = np.stack([c.frames for p in paths for c in iter_clips(p, spec.clip_len, spec.clip_len, size)])
+        frames = np.stack([c.frames for p in paths
+                           for c in iter_clips(p, spec.clip_len, size=size, frame_step=spec.frame_step)])
         def timed(phase: str, r: int) -> float:
             """Seconds of one phase (checking it saw every clip)."""
             if phase == "decode":
-                n, t = decode_only(paths, args.workers, spec.clip_len, size)
+                n, t = decode_only(paths, args.workers, spec.clip_len, size, spec.frame_step)
             elif phase == "backbone":
                 n, t = len(frames), backbone_only(runner, frames, args.batch_size)
             elif phase == "e2e":
