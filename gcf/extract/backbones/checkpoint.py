@@ -114,6 +114,23 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
     model.load_state_dict(state, strict=False)
 
 
+def rename_modules(state: dict[str, torch.Tensor], fixed: dict[str, str], block: str, parts: dict[str, str],
+                   target: str, offset: int = 0) -> dict[str, torch.Tensor]:
+    """Another repository's names for the same layers in ours: a tensor's module is renamed whole by `fixed`, or,
+    when it matches the regex `block` (stage, block, part groups) with a part in `parts`, to
+    target.format(stage + offset, block) + "." + parts[part]; anything else keeps its name (and fails to load)."""
+    out = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        m = re.fullmatch(rf"{block}\.(.+)", module)
+        if module in fixed:
+            module = fixed[module]
+        elif m and m[3] in parts:
+            module = f"{target.format(int(m[1]) + offset, m[2])}.{parts[m[3]]}"
+        out[f"{module}.{leaf}"] = value
+    return out
+
+
 def _head(items: list[str], n: int = 4) -> str:
     """The first n items, and how many more."""
     more = f", ... (+{len(items) - n} more)" if len(items) > n else ""

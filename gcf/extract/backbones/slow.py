@@ -12,14 +12,12 @@ an 8-frame clip gives an 8-step map.
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Callable
 
 import torch
 from torch import nn
 
 from gcf.extract.backbones.base import Backbone
-from gcf.extract.backbones.checkpoint import Checkpoint
+from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 TEMPORAL = (False, False, True, True)   # stages whose blocks start with a 3x1x1 conv (MMAction2's inflate=(0,0,1,1))
@@ -112,12 +110,16 @@ def slow(depth: int, num_classes: int, width: float = 1.0) -> SlowResNet:
 
 # -- other repositories' names for the same layers -----------------------------------------------------------------
 
-_BLOCK = {"branch1_conv": "downsample.conv", "branch1_norm": "downsample.bn",     # PyTorchVideo
-          "branch2.conv_a": "conv1.conv", "branch2.norm_a": "conv1.bn", "branch2.conv_b": "conv2.conv",
-          "branch2.norm_b": "conv2.bn", "branch2.conv_c": "conv3.conv", "branch2.norm_c": "conv3.bn",
-          "branch1": "downsample.conv", "branch1_bn": "downsample.bn",              # PySlowFast
-          "branch2.a": "conv1.conv", "branch2.a_bn": "conv1.bn", "branch2.b": "conv2.conv",
-          "branch2.b_bn": "conv2.bn", "branch2.c": "conv3.conv", "branch2.c_bn": "conv3.bn"}
+_PYTORCHVIDEO = {"branch1_conv": "downsample.conv", "branch1_norm": "downsample.bn", "branch2.conv_a": "conv1.conv",
+                 "branch2.norm_a": "conv1.bn", "branch2.conv_b": "conv2.conv", "branch2.norm_b": "conv2.bn",
+                 "branch2.conv_c": "conv3.conv", "branch2.norm_c": "conv3.bn"}
+_PYSLOWFAST = {"branch1": "downsample.conv", "branch1_bn": "downsample.bn", "branch2.a": "conv1.conv",
+               "branch2.a_bn": "conv1.bn", "branch2.b": "conv2.conv", "branch2.b_bn": "conv2.bn",
+               "branch2.c": "conv3.conv", "branch2.c_bn": "conv3.bn"}
+_FIXED = {"blocks.0.conv": "backbone.conv1.conv", "blocks.0.norm": "backbone.conv1.bn",
+          "blocks.5.proj": "cls_head.fc_cls",
+          "s1.pathway0_stem.conv": "backbone.conv1.conv", "s1.pathway0_stem.bn": "backbone.conv1.bn",
+          "head.projection": "cls_head.fc_cls"}
 
 
 def convert(ckpt: Checkpoint) -> Checkpoint:
@@ -125,33 +127,14 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
     convention (both: [0, 1] pixels, mean 0.45, std 0.225); MMAction2's own (ImageNet statistics on [0, 255]) and
     other files unchanged, bar the origin."""
     state = ckpt.state_dict
-    if "blocks.0.conv.weight" in state:
-        stages = sorted({int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.res_blocks\.", k))})
-        head = max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-
-        def rename(key: str) -> str:
-            key = re.sub(r"^blocks\.0\.conv\.", "backbone.conv1.conv.", key)
-            key = re.sub(r"^blocks\.0\.norm\.", "backbone.conv1.bn.", key)
-            key = re.sub(rf"^blocks\.{head}\.proj\.", "cls_head.fc_cls.", key)
-            m = re.match(r"blocks\.(\d+)\.res_blocks\.(\d+)\.(.+)\.(\w+)$", key)
-            if m and int(m[1]) in stages and m[3] in _BLOCK:
-                key = f"backbone.layer{stages.index(int(m[1])) + 1}.{m[2]}.{_BLOCK[m[3]]}.{m[4]}"
-            return key
-        return _renamed(ckpt, rename, "facebookresearch/pytorchvideo")
+    if "blocks.0.conv.weight" in state:      # create_resnet: blocks.0 stem, blocks.1-4 stages, blocks.5 head
+        renamed = rename_modules(state, _FIXED, r"blocks\.(\d)\.res_blocks\.(\d+)", _PYTORCHVIDEO,
+                                 "backbone.layer{}.{}")
+        return Checkpoint(renamed, "facebookresearch/pytorchvideo", "slowfast")
     if "s1.pathway0_stem.conv.weight" in state:
-        def rename(key: str) -> str:
-            key = re.sub(r"^s1\.pathway0_stem\.conv\.", "backbone.conv1.conv.", key)
-            key = re.sub(r"^s1\.pathway0_stem\.bn\.", "backbone.conv1.bn.", key)
-            key = re.sub(r"^head\.projection\.", "cls_head.fc_cls.", key)
-            m = re.match(r"s(\d)\.pathway0_res(\d+)\.(.+)\.(\w+)$", key)
-            if m and m[3] in _BLOCK:
-                key = f"backbone.layer{int(m[1]) - 1}.{m[2]}.{_BLOCK[m[3]]}.{m[4]}"
-            return key
-        return _renamed(ckpt, rename, "facebookresearch/SlowFast")
+        renamed = rename_modules(state, _FIXED, r"s(\d)\.pathway0_res(\d+)", _PYSLOWFAST, "backbone.layer{}.{}",
+                                 offset=-1)
+        return Checkpoint(renamed, "facebookresearch/SlowFast", "slowfast")
     if any(k.startswith("backbone.conv1.conv.") for k in state):
         return dataclasses.replace(ckpt, origin="open-mmlab/mmaction2", norm="imagenet")
     return ckpt
-
-
-def _renamed(ckpt: Checkpoint, rename: Callable[[str], str], origin: str) -> Checkpoint:
-    return Checkpoint({rename(k): v for k, v in ckpt.state_dict.items()}, origin, "slowfast")

@@ -14,14 +14,13 @@ project. The last conv map A is the head's `conv_5` (432 channels) after BN and 
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gcf.extract.backbones.base import Backbone
-from gcf.extract.backbones.checkpoint import Checkpoint
+from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 
 BLOCKS = (1, 2, 5, 3)   # per stage before the depth factor
 WIDTHS = (24, 48, 96, 192)  # stage outputs at width x2 (PySlowFast: round_width(12 * 2^i, 2.0))
@@ -164,7 +163,8 @@ _MMACTION2 = {"downsample.conv": "branch1", "downsample.bn": "branch1_bn", "conv
 _FIXED = {  # whole-module renames: PyTorchVideo's stem names its spatial conv conv_t and its temporal one conv_xy
     "blocks.0.conv.conv_t": "s1.pathway0_stem.conv_xy", "blocks.0.conv.conv_xy": "s1.pathway0_stem.conv",
     "blocks.0.norm": "s1.pathway0_stem.bn", "blocks.5.pool.pre_conv": "head.conv_5",
-    "blocks.5.pool.pre_norm": "head.conv_5_bn", "blocks.5.pool.post_conv": "head.lin_5", "blocks.5.proj": "head.projection",
+    "blocks.5.pool.pre_norm": "head.conv_5_bn", "blocks.5.pool.post_conv": "head.lin_5",
+    "blocks.5.proj": "head.projection",
     "backbone.conv1_s.conv": "s1.pathway0_stem.conv_xy", "backbone.conv1_t.conv": "s1.pathway0_stem.conv",
     "backbone.conv1_t.bn": "s1.pathway0_stem.bn", "backbone.conv5.conv": "head.conv_5",
     "backbone.conv5.bn": "head.conv_5_bn", "cls_head.fc1": "head.lin_5", "cls_head.fc2": "head.projection"}
@@ -175,20 +175,12 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
     are. All three train on [0, 1] pixels with mean 0.45 and std 0.225 (MMAction2: 114.75 / 57.38 on [0, 255])."""
     state = ckpt.state_dict
     if "blocks.0.conv.conv_t.weight" in state:
-        origin, block, blocks = "facebookresearch/pytorchvideo", r"blocks\.(\d)\.res_blocks\.(\d+)", _PYTORCHVIDEO
+        origin, block, parts = "facebookresearch/pytorchvideo", r"blocks\.(\d)\.res_blocks\.(\d+)", _PYTORCHVIDEO
     elif "backbone.conv1_s.conv.weight" in state:
-        origin, block, blocks = "open-mmlab/mmaction2", r"backbone\.layer(\d)\.(\d+)", _MMACTION2
+        origin, block, parts = "open-mmlab/mmaction2", r"backbone\.layer(\d)\.(\d+)", _MMACTION2
     else:
         return ckpt
-    renamed = {}
-    for key, value in state.items():
-        module, _, leaf = key.rpartition(".")
-        m = re.fullmatch(rf"{block}\.(.+)", module)
-        if module in _FIXED:
-            module = _FIXED[module]
-        elif m and m[3] in blocks:
-            module = f"s{int(m[1]) + 1}.pathway0_res{m[2]}.{blocks[m[3]]}"
-        renamed[f"{module}.{leaf}"] = value
+    renamed = rename_modules(state, _FIXED, block, parts, "s{}.pathway0_res{}", offset=1)
     if "head.lin_5.weight" in renamed and renamed["head.lin_5.weight"].dim() == 2:   # MMAction2's fc1 is a Linear
         renamed["head.lin_5.weight"] = renamed["head.lin_5.weight"][..., None, None, None]
     if origin.endswith("pytorchvideo") and "s2.pathway0_res0.branch1.weight" in renamed:
