@@ -59,6 +59,10 @@ def test_make_data_names_unlabelled_videos_and_classes_it_cannot_learn(data):
     assert d.notes[0] == "left out 4 unlabelled videos"
     assert "(its test videos are unlabelled)" in d.notes[1] and not {0, 1, 2, 3} & set(d.test)
     assert not any("no training video" in n for n in d.notes)
+    features = t.features.copy()
+    features[t.offsets[0]:t.offsets[4]] = np.nan              # labelled test videos, all broken
+    d = make_data(replace(t, features=features, splits=splits), data.class_names)
+    assert "(its test videos have NaN/Inf features)" in d.notes[1]
     only_test = int(labels[4])                               # every video of one class in test
     splits = ["test" if labels[i] == only_test else "train" for i in range(len(labels))]
     d = make_data(replace(t, labels=labels, splits=splits), data.class_names)

@@ -67,7 +67,9 @@ def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, 
         notes.append("test: the store's val split (it has no test split)")
     elif len(test) == 0:
         train, test = carve(train, table.labels, test_fraction, seed)
-        why = "its test videos are unlabelled" if (splits == "test").any() else "the store has no test split"
+        stored = splits == "test"
+        why = ("its test videos have NaN/Inf features" if (stored & (table.labels >= 0)).any()
+               else "its test videos are unlabelled" if stored.any() else "the store has no test split")
         notes.append(f"test: {len(test)} videos carved from train ({test_fraction:.0%}, at least one of every class "
                      f"with two or more), stratified, seed {seed} ({why})")
     if len(val) == 0:
