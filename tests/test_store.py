@@ -27,6 +27,30 @@ def clip_video(i: int, n: int, split: str = "train", dim: int = 8, logits: bool 
         (rng.standard_normal((n, 5)) * 3 if logits else None)
 
 
+def _header_version(path) -> int:
+    if path.suffix == ".zarr":
+        return zarr.open_group(path, mode="r").attrs["gcf_store"]["schema_version"]
+    import h5py, json
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["gcf_store"])["schema_version"]
+
+
+@pytest.mark.parametrize("suffix", BACKENDS)
+def test_frame_step_store_is_schema_2_and_reads_back(tmp_path, suffix):
+    """A store of strided clips is written as schema 2 (a gcf before frame steps refuses it); step 1 stays 1."""
+    strided = dataclasses.replace(META, clip_len=8, stride=64, frame_step=8)
+    for meta, version in ((META, 1), (strided, 2)):
+        path = tmp_path / f"s{version}{suffix}"
+        with StoreWriter(path, meta) as w:
+            w.add(*clip_video(0, 3))
+        assert _header_version(path) == version
+        r = open_store(path)
+        assert r.meta == meta and r.meta.schema_version == version and r.meta.frame_step == meta.frame_step
+        with StoreWriter(path, meta) as w:  # a second writer of the same settings appends to it
+            w.add(*clip_video(1, 2))
+        assert sorted(open_store(path).videos) == ["cls/v0", "cls/v1"]
+
+
 @pytest.mark.parametrize("suffix", BACKENDS)
 def test_round_trip_every_field(tmp_path, suffix):
     path = tmp_path / f"s{suffix}"

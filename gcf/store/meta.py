@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from gcf import __version__
 from gcf.errors import GcfError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # version 2 added frame_step; stores with frame_step 1 are still written as version 1
+READABLE_VERSIONS = (1, 2)
 SPLITS = ("train", "val", "test", "")
 DTYPES = ("float16", "float32")
 
@@ -32,7 +33,7 @@ class StoreMeta:
     extra: dict = field(default_factory=dict)
     frame_step: int = 1  # frames between a clip's frames (a clip spans clip_len * frame_step frames)
     # read back from the store only; not part of equality
-    schema_version: int = field(default=SCHEMA_VERSION, compare=False)
+    schema_version: int = field(default=1, compare=False)
     gcf_version: str = field(default=__version__, compare=False)
     created: str = field(default="", compare=False)
 
@@ -58,19 +59,26 @@ def _normalized(meta: StoreMeta) -> dict:
     return json.loads(json.dumps({k: getattr(meta, k) for k in _WRITTEN_FIELDS}))
 
 
+def schema_version(meta: StoreMeta) -> int:
+    """The oldest schema that holds `meta`: a store with frame_step > 1 is version 2, so a gcf that predates
+    frame steps refuses it instead of appending clips of consecutive frames; others stay version 1."""
+    return 2 if meta.frame_step != 1 else 1
+
+
 def make_header(meta: StoreMeta) -> dict:
     """The JSON header stored once per store: schema version, gcf version, creation time and the meta fields."""
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return {"schema_version": SCHEMA_VERSION, "gcf_version": __version__, "created": created,
+    return {"schema_version": schema_version(meta), "gcf_version": __version__, "created": created,
             "meta": _normalized(meta)}
 
 
 def meta_from_header(header: dict, where: str) -> StoreMeta:
-    """Parse a stored header; refuses other schema versions with a GcfError naming the store."""
+    """Parse a stored header; refuses unknown schema versions with a GcfError naming the store."""
     version = header.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise GcfError(f"{where}: store schema version {version}, but this gcf ({__version__}) reads version "
-                       f"{SCHEMA_VERSION}; open it with the gcf that wrote it or re-extract into a new store")
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise GcfError(f"{where}: store schema version {version}, but this gcf ({__version__}) reads versions "
+                       f"{readable}; open it with the gcf that wrote it or re-extract into a new store")
     m = header["meta"]
     return StoreMeta(backbone=m["backbone"], weights=m["weights"], clip_len=int(m["clip_len"]),
                      stride=int(m["stride"]), input_size=int(m["input_size"]),
