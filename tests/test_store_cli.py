@@ -70,6 +70,20 @@ def test_import_info_verify_export(tmp_path, suffix):
         assert z["class_names"].tolist() == ["run", "walk"] and json.loads(str(z["meta"]))["backbone"] == "r2plus1d_34"
 
 
+def test_import_strided_clips(tmp_path):
+    """Features of 8x8 clips (Slow R50): the clip spans 64 frames, the store records the step (schema 2)."""
+    write_folder(tmp_path / "feats")
+    store = tmp_path / "s.zarr"
+    run_gcf("store", "import", tmp_path / "feats", "--labels", tmp_path / "feats" / "labels.csv", "-o", store,
+            "--clip-len", "8", "--frame-step", "8", "--fps", "32")
+    r = open_store(store)
+    assert (r.meta.clip_len, r.meta.frame_step, r.meta.stride, r.meta.schema_version) == (8, 8, 64, 2)
+    c = r.clips("clip_1")
+    assert c["start_frame"].tolist() == [0, 64, 128] and c["end_s"].tolist() == [2.0, 4.0, 6.0]
+    assert r.info("clip_1").n_frames == 192
+    assert "frame_step 8" in run_gcf("store", "info", store).stdout
+
+
 def test_verify_finds_damage(tmp_path):
     write_folder(tmp_path / "feats")
     store = tmp_path / "s.zarr"

@@ -110,16 +110,20 @@ def verify(path: str, labels: str | None) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(), help="Store to create or add to (.zarr or .h5).")
 @click.option("--backbone", default="imported", show_default=True, help="Backbone name to record.")
 @click.option("--weights", default="unknown", show_default=True, help="Weights identity to record (e.g. sha256).")
-@click.option("--clip-len", default=16, show_default=True, help="Frames per clip the features were made from.")
-@click.option("--stride", type=int, help="Frames between clip starts [default: clip length].")
+@click.option("--clip-len", default=16, show_default=True, type=click.IntRange(1),
+              help="Frames per clip the features were made from.")
+@click.option("--frame-step", default=1, show_default=True, type=click.IntRange(1),
+              help="Frames between a clip's frames (8 for Slow R50's 8x8 clips); a clip spans clip length x step.")
+@click.option("--stride", type=click.IntRange(1), help="Frames between clip starts [default: clip span].")
 @click.option("--input-size", default=112, show_default=True, help="Crop size the backbone saw.")
 @click.option("--fps", default=30.0, show_default=True, help="Frame rate used to derive clip times in seconds.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Delete the store first if it exists.")
-def import_(folder: str, labels: str, out: str, backbone: str, weights: str, clip_len: int, stride: int | None,
-            input_size: int, fps: float, dtype: str, overwrite: bool) -> None:
+def import_(folder: str, labels: str, out: str, backbone: str, weights: str, clip_len: int, frame_step: int,
+            stride: int | None, input_size: int, fps: float, dtype: str, overwrite: bool) -> None:
     """Import one .npy per video ([n_clips, d], as video_features writes) with a labels CSV into a store."""
-    stride = stride or clip_len
+    span = clip_len * frame_step
+    stride = stride or span
     rows = _read_labels(Path(labels), require_label=True)
     files = _npy_files(Path(folder))
     dims = {}
@@ -135,7 +139,7 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
     class_names = tuple(sorted({label for label, _ in rows.values() if label}))
     meta = StoreMeta(backbone=backbone, weights=weights, clip_len=clip_len, stride=stride, input_size=input_size,
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), feature_dim=d, class_names=class_names,
-                     dtype=dtype, extra={"imported_from": str(Path(folder).resolve()), "fps_assumed": fps})
+                     dtype=dtype, frame_step=frame_step, extra={"imported_from": str(Path(folder).resolve()), "fps_assumed": fps})
     added = 0
     with StoreWriter(out, meta, writer_id="import", overwrite=overwrite) as w:
         done = w.done()
@@ -146,8 +150,8 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
             x = np.load(f, allow_pickle=False)
             n = len(x)
             starts = np.arange(n, dtype=np.int64) * stride
-            times = np.stack([starts / fps, (starts + clip_len) / fps], axis=1)
-            n_frames = int(starts[-1]) + clip_len
+            times = np.stack([starts / fps, (starts + span) / fps], axis=1)
+            n_frames = int(starts[-1]) + span
             info = VideoInfo(video_id=vid, source=str(f), label=class_names.index(label) if label else -1,
                              split=split, n_frames=n_frames, fps=fps, duration=n_frames / fps)
             w.add(info, x, starts, times)
