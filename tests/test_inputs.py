@@ -144,14 +144,28 @@ def test_kinetics_csv_files_in_split_label_folders_or_flat(tmp_path):
     assert discover(test_csv, root=root).items[0].label is None
 
 
+def test_same_stem_other_extension_keeps_both(tmp_path, caplog):
+    """A video downloaded twice (.mp4 and .mkv) does not stop the run: both are extracted, ids keep the extension,
+    a labels.csv row by stem or id labels both; other videos keep plain ids."""
+    touch(tmp_path, "walk/a.mp4", "walk/a.mkv", "walk/b.mp4", "run/a.mp4")
+    write(tmp_path / "labels.csv", "video,label,split\nwalk/a,walk,test\nb,walk,train\n")
+    with caplog.at_level("WARNING", logger="gcf"):
+        data = discover(tmp_path)
+    assert [(i.video_id, i.label, i.split) for i in data.items] == [
+        ("run/a", "run", ""), ("walk/a.mkv", "walk", "test"), ("walk/a.mp4", "walk", "test"), ("walk/b", "walk", "train")]
+    assert data.items[1].path == str(tmp_path / "walk" / "a.mkv")
+    assert "2 files differ only in extension (.mkv, .mp4)" in caplog.text
+    write(tmp_path / "labels.csv", "video,label\na,walk\n")   # 'a' is in run/ and walk/: still ambiguous
+    with pytest.raises(GcfError, match=r"labels.csv:2: 'a' matches 3 videos"):
+        discover(tmp_path)
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(GcfError, match="no such file or folder"):
         discover(tmp_path / "nowhere")
     touch(tmp_path, "empty/readme.txt", "dup/a.mp4", "dup/a.avi", "v.mp4")
     with pytest.raises(GcfError, match="no videos found"):
         discover(tmp_path / "empty")
-    with pytest.raises(GcfError, match="occurs twice"):
-        discover(tmp_path / "dup")
     with pytest.raises(GcfError, match="occurs twice"):
         discover([tmp_path / "v.mp4", tmp_path / "v.mp4"])
     with pytest.raises(GcfError, match=r"bad.csv:3: unknown split 'holdout'"):

@@ -19,7 +19,9 @@
   the file `<youtube_id>_<start:06d>_<end:06d>.<ext>` is looked up anywhere under `root` (`<split>/<label>/` or
   flat), and its video id is that stem (stable wherever the file sits).
 
-Video ids are paths relative to the input root without extension (`class_0/vid_003`), the store's convention.
+Video ids are paths relative to the input root without extension (`class_0/vid_003`), the store's convention;
+files in one folder that differ only in extension (`vid_003.mp4` and `vid_003.mkv`, a download fetched twice)
+keep it (`class_0/vid_003.mkv`, `class_0/vid_003.mp4`), with a warning, so both are extracted.
 Listed videos that are not on disk stay in the dataset (`Dataset.missing()`), so the pipeline records them as
 failed ("no such file") instead of dropping them silently; a list none of whose videos exists is an error (the
 root is wrong). Items are sorted by video id; a video id that occurs
@@ -29,6 +31,7 @@ twice is an error.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -43,6 +46,8 @@ SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "
           "validate": "val", "test": "test", "testing": "test", "": ""}
 UCF_LIST = re.compile(r"(train|test)list\d+\.txt$")
 HMDB_LIST = re.compile(r"(.+)_test_split\d+\.txt$")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,17 +114,21 @@ def discover(inputs: str | Path | Sequence[str | Path], root: str | Path | None 
 
 def _from_folder(folder: Path) -> list[VideoItem]:
     """Every video under `folder`; labels and splits from the folder layout, then from folder/labels.csv."""
-    items = {}
+    by_id: dict[str, list[Path]] = {}
     for path in _scan(folder):
-        parts = path.relative_to(folder).parts
-        label, split = (parts[0] if len(parts) > 1 else None), ""
-        if len(parts) > 1 and parts[0].lower() in SPLITS:
-            split, label = SPLITS[parts[0].lower()], (parts[1] if len(parts) > 2 else None)
-        video_id = _video_id(path, folder)
-        if video_id in items:
-            raise GcfError(f"video id '{video_id}' occurs twice ({items[video_id].path} and {path}); "
-                           f"keep one of the two files")
-        items[video_id] = VideoItem(str(path), video_id, label, split)
+        by_id.setdefault(_video_id(path, folder), []).append(path)
+    items = {}
+    for base_id, paths in by_id.items():
+        if len(paths) > 1:
+            log.warning("%s: %d files differ only in extension (%s); both are extracted, as %s", folder / base_id,
+                        len(paths), ", ".join(p.suffix for p in paths), ", ".join(base_id + p.suffix for p in paths))
+        for path in paths:
+            parts = path.relative_to(folder).parts
+            label, split = (parts[0] if len(parts) > 1 else None), ""
+            if len(parts) > 1 and parts[0].lower() in SPLITS:
+                split, label = SPLITS[parts[0].lower()], (parts[1] if len(parts) > 2 else None)
+            video_id = base_id if len(paths) == 1 else base_id + path.suffix
+            items[video_id] = VideoItem(str(path), video_id, label, split)
     labels_csv = folder / "labels.csv"
     if labels_csv.is_file():
         _apply_labels(labels_csv, folder, items)
@@ -129,17 +138,20 @@ def _from_folder(folder: Path) -> list[VideoItem]:
 def _apply_labels(labels_csv: Path, folder: Path, items: dict[str, VideoItem]) -> None:
     """Override labels/splits from a `video,label[,split]` CSV; rows naming no video on disk become missing items."""
     by_stem: dict[str, list[str]] = {}
-    for video_id in items:
-        by_stem.setdefault(video_id.rsplit("/", 1)[-1], []).append(video_id)
+    by_base: dict[str, list[str]] = {}      # id without extension -> ids (several when only extensions differ)
+    for video_id, item in items.items():
+        base = _video_id(Path(item.path), folder)
+        by_base.setdefault(base, []).append(video_id)
+        by_stem.setdefault(base.rsplit("/", 1)[-1], []).append(video_id)
     for line, row in _rows(labels_csv, ("video", "label", "split")):
         video, label, split = row["video"], row.get("label") or None, _split(row.get("split", ""), labels_csv, line)
-        matches = [video] if video in items else by_stem.get(video, [])
-        if len(matches) > 1:
+        matches = [video] if video in items else by_base.get(video) or by_stem.get(video, [])
+        if len({_video_id(Path(items[m].path), folder) for m in matches}) > 1:
             raise GcfError(f"{labels_csv}:{line}: '{video}' matches {len(matches)} videos; use the video id "
                            f"(path relative to {folder} without extension)")
-        video_id = matches[0] if matches else video
-        path = items[video_id].path if matches else str(folder / video)
-        items[video_id] = VideoItem(path, video_id, label, split)
+        for video_id in matches or [video]:
+            path = items[video_id].path if matches else str(folder / video)
+            items[video_id] = VideoItem(path, video_id, label, split)
 
 
 def _from_file(path: Path, base: Path) -> tuple[list[VideoItem], list[str]]:
