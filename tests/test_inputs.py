@@ -148,7 +148,7 @@ def test_same_stem_other_extension_keeps_both(tmp_path, caplog):
     """A video downloaded twice (.mp4 and .mkv) does not stop the run: both are extracted, ids keep the extension,
     a labels.csv row by stem or id labels both; other videos keep plain ids."""
     touch(tmp_path, "walk/a.mp4", "walk/a.mkv", "walk/b.mp4", "run/a.mp4")
-    write(tmp_path / "labels.csv", "video,label,split\nwalk/a,walk,test\nb,walk,train\n")
+    write(tmp_path / "labels.csv", "video,label,split\nwalk/a,walk,test\nwalk/b.mp4,walk,train\n")
     with caplog.at_level("WARNING", logger="gcf"):
         data = discover(tmp_path)
     assert [(i.video_id, i.label, i.split) for i in data.items] == [
@@ -163,9 +163,11 @@ def test_same_stem_other_extension_keeps_both(tmp_path, caplog):
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(GcfError, match="no such file or folder"):
         discover(tmp_path / "nowhere")
-    touch(tmp_path, "empty/readme.txt", "dup/a.mp4", "dup/a.avi", "v.mp4")
+    touch(tmp_path, "empty/readme.txt", "dup/a.mp4", "dup/a.mkv", "dup/a.mp4.avi", "v.mp4")
     with pytest.raises(GcfError, match="no videos found"):
         discover(tmp_path / "empty")
+    with pytest.raises(GcfError, match=r"video id 'a.mp4' occurs twice .*rename one"):   # a.mp4.avi is 'a.mp4'
+        discover(tmp_path / "dup")
     with pytest.raises(GcfError, match="occurs twice"):
         discover([tmp_path / "v.mp4", tmp_path / "v.mp4"])
     with pytest.raises(GcfError, match=r"bad.csv:3: unknown split 'holdout'"):

@@ -82,6 +82,28 @@ def test_import_strided_clips(tmp_path):
     assert c["start_frame"].tolist() == [0, 64, 128] and c["end_s"].tolist() == [2.0, 4.0, 6.0]
     assert r.info("clip_1").n_frames == 192
     assert "frame_step 8" in run_gcf("store", "info", store).stdout
+    bad = run_gcf("store", "import", tmp_path / "feats", "--labels", tmp_path / "feats" / "labels.csv", "-o",
+                  tmp_path / "bad.zarr", "--clip-len", "8", "--frame-step", "8", "--stride", "4", check=False)
+    assert bad.returncode == 2 and "overlapping clips need a stride that is a multiple of the frame step" in bad.stderr
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_verify_labels_name_videos_by_id_base_or_stem(tmp_path):
+    """labels.csv rows name videos as `gcf extract` reads them: id, id without the extension a twin file's id
+    keeps (walk/a -> walk/a.mkv, walk/a.mp4), id with an extension, or file stem; only unnamed ones are missing."""
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    for name in ("a.mkv", "a.mp4", "b", "c"):
+        np.save(folder / f"{name}.npy", np.ones((2, 4), np.float32))
+    (folder / "labels.csv").write_text("video,label\na.mkv,x\na.mp4,x\nb,y\nc,y\n")
+    store = tmp_path / "s.zarr"
+    run_gcf("store", "import", folder, "--labels", folder / "labels.csv", "-o", store)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("video\na\nb.mp4\nc\n")
+    assert run_gcf("store", "verify", store, "--labels", rows).stdout.endswith(": ok\n")
+    rows.write_text("video\na\nd\n")
+    proc = run_gcf("store", "verify", store, "--labels", rows, check=False)
+    assert proc.returncode == 1 and "1 videos listed in" in proc.stdout and "(e.g. d)" in proc.stdout
 
 
 def test_verify_finds_damage(tmp_path):

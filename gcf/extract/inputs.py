@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from gcf.errors import GcfError
+from gcf.ids import VIDEO_EXTENSIONS, IdIndex, base_id
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-                              ".3gp", ".ogv", ".ts", ".mts", ".vob"})
 SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
           "validate": "val", "test": "test", "testing": "test", "": ""}
 UCF_LIST = re.compile(r"(train|test)list\d+\.txt$")
@@ -118,16 +117,19 @@ def _from_folder(folder: Path) -> list[VideoItem]:
     for path in _scan(folder):
         by_id.setdefault(_video_id(path, folder), []).append(path)
     items = {}
-    for base_id, paths in by_id.items():
+    for base, paths in by_id.items():
         if len(paths) > 1:
-            log.warning("%s: %d files differ only in extension (%s); both are extracted, as %s", folder / base_id,
-                        len(paths), ", ".join(p.suffix for p in paths), ", ".join(base_id + p.suffix for p in paths))
+            log.warning("%s: %d files differ only in extension (%s); both are extracted, as %s", folder / base,
+                        len(paths), ", ".join(p.suffix for p in paths), ", ".join(base + p.suffix for p in paths))
         for path in paths:
             parts = path.relative_to(folder).parts
             label, split = (parts[0] if len(parts) > 1 else None), ""
             if len(parts) > 1 and parts[0].lower() in SPLITS:
                 split, label = SPLITS[parts[0].lower()], (parts[1] if len(parts) > 2 else None)
-            video_id = base_id if len(paths) == 1 else base_id + path.suffix
+            video_id = base if len(paths) == 1 else base + path.suffix
+            if video_id in items:       # `a.mp4.avi` beside `a.mp4` and `a.mkv`
+                raise GcfError(f"video id '{video_id}' occurs twice ({items[video_id].path} and {path}); "
+                               f"rename one of the two files")
             items[video_id] = VideoItem(str(path), video_id, label, split)
     labels_csv = folder / "labels.csv"
     if labels_csv.is_file():
@@ -137,18 +139,13 @@ def _from_folder(folder: Path) -> list[VideoItem]:
 
 def _apply_labels(labels_csv: Path, folder: Path, items: dict[str, VideoItem]) -> None:
     """Override labels/splits from a `video,label[,split]` CSV; rows naming no video on disk become missing items."""
-    by_stem: dict[str, list[str]] = {}
-    by_base: dict[str, list[str]] = {}      # id without extension -> ids (several when only extensions differ)
-    for video_id, item in items.items():
-        base = _video_id(Path(item.path), folder)
-        by_base.setdefault(base, []).append(video_id)
-        by_stem.setdefault(base.rsplit("/", 1)[-1], []).append(video_id)
+    index = IdIndex(items)
     for line, row in _rows(labels_csv, ("video", "label", "split")):
         video, label, split = row["video"], row.get("label") or None, _split(row.get("split", ""), labels_csv, line)
-        matches = [video] if video in items else by_base.get(video) or by_stem.get(video, [])
-        if len({_video_id(Path(items[m].path), folder) for m in matches}) > 1:
+        matches = index.match(video)
+        if len({base_id(m) for m in matches}) > 1:
             raise GcfError(f"{labels_csv}:{line}: '{video}' matches {len(matches)} videos; use the video id "
-                           f"(path relative to {folder} without extension)")
+                           f"(path relative to {folder}, e.g. {matches[0]})")
         for video_id in matches or [video]:
             path = items[video_id].path if matches else str(folder / video)
             items[video_id] = VideoItem(path, video_id, label, split)

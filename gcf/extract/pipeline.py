@@ -31,6 +31,7 @@ from gcf.errors import GcfError
 from gcf.extract import backbone_spec, build_backbone, check_geometry
 from gcf.extract.inputs import VideoItem, discover
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Done, Failed, Started, Task
+from gcf.sampling import check_sampling
 from gcf.store import StoreMeta, StoreWriter, VideoInfo, open_store, remove_store
 
 log = logging.getLogger("gcf.extract")
@@ -154,8 +155,6 @@ class Geometry(NamedTuple):
 def geometry(config: ExtractConfig, spec: Any) -> Geometry:
     """The configured values, else the backbone's (stride: clip length x frame step, clips side by side); a
     GcfError for overlapping clips whose frames interleave."""
-    from gcf.extract.video import check_sampling      # not at the top: the main process needs no decoder
-
     clip_len, frame_step = config.clip_len or spec.clip_len, config.frame_step or spec.frame_step
     stride = config.stride or clip_len * frame_step
     check_sampling(clip_len, stride, frame_step)

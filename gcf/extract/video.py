@@ -30,6 +30,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from gcf.errors import GcfError
+from gcf.sampling import check_sampling
 
 # what decord, PyAV and the numpy conversion raise on broken files; DECORDError is not a RuntimeError
 DECODER_ERRORS = (decord.DECORDError, av.FFmpegError, RuntimeError, OSError, ValueError, IndexError, AssertionError)
@@ -159,16 +160,6 @@ def clip_starts(n_frames: int, clip_len: int = 16, stride: int = 16, frame_step:
     """Start frames of every clip: i * stride while the clip's clip_len * frame_step frames fit, and one (loop
     padded) clip for short videos."""
     return range(0, max(n_frames - clip_len * frame_step, 0) + 1, stride)
-
-
-def check_sampling(clip_len: int, stride: int, frame_step: int) -> None:
-    """Refuse overlapping clips whose frames fall between each other's (stride not a multiple of frame_step):
-    windows would ask the sequential decoder for frames it has passed."""
-    if frame_step > 1 and stride < clip_len * frame_step and stride % frame_step:
-        near = max(frame_step, stride // frame_step * frame_step)
-        raise GcfError(f"a stride of {stride} frames with a frame step of {frame_step}: overlapping clips need a "
-                       f"stride that is a multiple of the frame step (e.g. {near}), or one of at least "
-                       f"{clip_len * frame_step} (clip length x frame step)")
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from gcf.errors import GcfError
+from gcf.ids import IdIndex
 from gcf.store.backend import backend_for
 from gcf.store.meta import SPLITS, StoreMeta, VideoInfo
 from gcf.store.reader import StoreReader, open_store
@@ -88,7 +89,8 @@ def verify(path: str, labels: str | None) -> None:
     if labels:
         expected = _read_labels(Path(labels), require_label=False)
         present = set(r.videos) | set(r.failed)
-        missing = [v for v in expected if v not in present]
+        index = IdIndex(present)
+        missing = [v for v in expected if not index.match(v)]
         if missing:
             damage.append(f"{len(missing)} videos listed in {labels} are not in the store "
                           f"(e.g. {', '.join(missing[:5])}); rerun the extraction to add them")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gcf import __version__
 from gcf.errors import GcfError
+from gcf.sampling import check_sampling
 
 SCHEMA_VERSION = 2  # version 2 added frame_step; stores with frame_step 1 are still written as version 1
 READABLE_VERSIONS = (1, 2)
@@ -32,8 +33,8 @@ class StoreMeta:
     dtype: str = "float16"
     extra: dict = field(default_factory=dict)
     frame_step: int = 1  # frames between a clip's frames (a clip spans clip_len * frame_step frames)
-    # read back from the store only; not part of equality
-    schema_version: int = field(default=1, compare=False)
+    # read back from the store only (0 and empty until then); not part of equality
+    schema_version: int = field(default=0, compare=False)
     gcf_version: str = field(default=__version__, compare=False)
     created: str = field(default="", compare=False)
 
@@ -90,7 +91,8 @@ def meta_from_header(header: dict, where: str) -> StoreMeta:
 
 
 def check_meta(meta: StoreMeta, where: str) -> None:
-    """Reject metadata the store cannot hold (bad dtype, dim, normalisation, blank or repeated class names)."""
+    """Reject metadata the store cannot hold (bad dtype, dim, normalisation, blank or repeated class names, clips
+    whose frames interleave)."""
     if meta.dtype not in DTYPES:
         raise GcfError(f"{where}: descriptor dtype {meta.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     if meta.feature_dim < 1 or len(meta.mean) != 3 or len(meta.std) != 3:
@@ -102,6 +104,10 @@ def check_meta(meta: StoreMeta, where: str) -> None:
         what = f"class {blank[0]} has a blank name" if blank else f"class name {twice[0]!r} is given twice"
         raise GcfError(f"{where}: {what}; class names must be distinct and not blank (a blank label means "
                        "an unlabelled video)")
+    try:
+        check_sampling(meta.clip_len, meta.stride, meta.frame_step)
+    except GcfError as e:
+        raise GcfError(f"{where}: {e}") from None
 
 
 def meta_mismatch(stored: StoreMeta, wanted: StoreMeta, where: str) -> GcfError | None:
