@@ -127,6 +127,7 @@ def test_training_beats_chance_and_averaging(data, trained):
     assert trained.metrics["top1"] > 0.6                                  # chance is 0.25
     assert [h["epoch"] for h in trained.history] == list(range(1, FAST["epochs"] + 1))
     clf = fit_clip_classifiers(data, [recipe(**FAST)])[0]
+    assert len(clf.history) == recipe().epochs     # the baseline trains the recipe's epochs, not FAST's 10
     base = clip_baselines(clip_scores(clf, data.table, data.test), data.table, data.test)
     assert trained.metrics["top1"] > base["D-Clips"]["top1"]
 

@@ -406,9 +406,10 @@ def clip_data(data: Data) -> Data:
 
 def fit_clip_classifiers(data: Data, cfgs: list[TrainConfig], device: str | torch.device = "cpu") -> list[Result]:
     """C-Clip/D-Clips classifiers, one per config (trained together): a linear layer on single clip
-    descriptors labelled by their video."""
-    return train_stack(clip_data(data), HeadConfig(name="linear"), [replace(c, clips=1, lam=0.0) for c in cfgs],
-                       device=device)
+    descriptors labelled by their video. It trains at least the recipe's epochs: a short `--epochs` look at a head
+    would otherwise leave the baseline underfit and the head looking better than it is."""
+    cfgs = [replace(c, clips=1, lam=0.0, epochs=max(c.epochs, RECIPES[c.recipe].epochs)) for c in cfgs]
+    return train_stack(clip_data(data), HeadConfig(name="linear"), cfgs, device=device)
 
 
 def clip_scores(clf: Result, table: FeatureTable, videos: np.ndarray) -> np.ndarray:
