@@ -9,6 +9,7 @@ import torch
 from conftest import run_gcf
 
 from gcf.head.synthetic import SynthConfig, Synthetic, synthesize, write_store
+from gcf.store import StoreWriter, VideoInfo, open_store
 
 SMALL = SynthConfig(classes=4, train_per_class=60, test_per_class=25, dim=32, min_clips=6, max_clips=12,
                     min_relevant=2, max_relevant=3, signal=4.0)
@@ -103,7 +104,15 @@ def test_one_class_and_empty_split_are_refused(tmp_path):
     only_test = replace(t, splits=["test"] * len(t.splits))
     write_store(str(tmp_path / "test.zarr"), Synthetic(only_test, synth.class_names, synth.relevant))
     proc = run_gcf("train-head", tmp_path / "test.zarr", "--out", tmp_path / "r", check=False)
-    assert proc.returncode == 2 and "the train split is empty" in proc.stderr
+    assert proc.returncode == 2 and f"the train split is empty: all {len(t.labels)} labelled videos are in the " \
+        "store's val and test splits" in proc.stderr
+    failed = tmp_path / "failed.zarr"        # every video failed at extraction: said so, not "add videos"
+    with StoreWriter(failed, open_store(tmp_path / "test.zarr").meta) as w:
+        for i in range(3):
+            w.add_failure(VideoInfo(f"v{i}", f"/data/v{i}.mp4", 0, "train", 0, 0.0, 0.0), "moov atom not found")
+    proc = run_gcf("train-head", failed, "--out", tmp_path / "r", check=False)
+    assert proc.returncode == 2 and "no labelled videos to train on (left out 3 videos that failed at " \
+        "extraction" in proc.stderr
 
 
 def take(synth: Synthetic, videos: np.ndarray, split: str = "train") -> Synthetic:

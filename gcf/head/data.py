@@ -187,6 +187,9 @@ def load_store(path: str, splits: dict[str, list[str]] | None = None) -> tuple[D
     meta = reader.meta
     table = reader.load()
     data = make_data(table, tuple(meta.class_names))
+    if reader.failed:
+        failed = f"left out {plural(len(reader.failed), 'video')} that failed at extraction (gcf store info {path})"
+        data = replace(data, notes=(failed, *data.notes))
     if splits is not None:
         data = reuse_splits(data, splits)
     source = {"store": str(Path(path).resolve()), "backbone": meta.backbone, "weights": meta.weights,

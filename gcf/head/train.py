@@ -126,7 +126,15 @@ class Result:
 
 def check_data(data: Data) -> None:
     """Raise GcfError for splits that cannot train or test a classifier."""
-    for name in ("train", "val", "test"):
+    labelled = len(data.train) + len(data.val) + len(data.test)
+    if labelled == 0:
+        why = "; ".join(n for n in data.notes if n.startswith("left out")) or "the store holds no videos"
+        raise GcfError(f"no labelled videos to train on ({why}); "
+                       "extract labelled videos (a labels.csv, or <class>/<video> folders)")
+    if len(data.train) == 0:
+        raise GcfError(f"the train split is empty: all {labelled} labelled videos are in the store's val and test "
+                       "splits; give some the split train (or none) in the labels")
+    for name in ("val", "test"):
         if len(getattr(data, name)) == 0:
             raise GcfError(f"the {name} split is empty ({'; '.join(data.notes) or 'no videos'}); "
                            "add labelled videos to it")
