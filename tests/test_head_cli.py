@@ -1,6 +1,7 @@
 """`gcf train-head`, `gcf eval` and `gcf head info` run as a user would, on real stores on disk."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -61,6 +62,17 @@ def test_eval_prints_the_table_1_comparison(run):
     assert table["gcf"] == {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k in table["gcf"]}
     assert (run / "confusion.png").stat().st_size > 0
     assert json.loads((run / "eval.json").read_text())["gcf"] == table["gcf"]
+
+
+def test_eval_on_another_store_keeps_the_runs_own_results(run, store, tmp_path):
+    other = tmp_path / "copy.zarr"
+    shutil.copytree(store, other)
+    before = (run / "eval.json").read_bytes() if (run / "eval.json").exists() else None
+    out = run_gcf("eval", run, "--store", other).stdout
+    assert f"wrote {run / 'eval-copy.json'} and {run / 'confusion-copy.png'}" in out
+    assert json.loads((run / "eval-copy.json").read_text())["store"] == str(other)
+    assert (run / "confusion-copy.png").stat().st_size > 0
+    assert ((run / "eval.json").read_bytes() if (run / "eval.json").exists() else None) == before
 
 
 def test_eval_refuses_a_store_made_differently(run, store, tmp_path):

@@ -128,8 +128,11 @@ def eval_run(run, store, as_json):
         raise GcfError(f"{run}: the run has no clip classifier and {store} no backbone logits for its classes; "
                        "train the run again on this store")
     table = {**clip_baselines(probs, data.table, data.test), r.head.head_cfg.name: head_metrics}
-    (Path(run) / "eval.json").write_text(json.dumps({"store": str(store), "videos": len(data.test), **table}, indent=1))
-    plot_confusion(logits.numpy(), data.table.labels[data.test], data.class_names, Path(run) / "confusion.png",
+    # another store's results sit beside the run's own (eval-ucf2.json), never over them
+    tag = "" if Path(store).resolve() == Path(r.config["store"]).resolve() else f"-{Path(store).stem}"
+    report, picture = Path(run) / f"eval{tag}.json", Path(run) / f"confusion{tag}.png"
+    report.write_text(json.dumps({"store": str(store), "videos": len(data.test), **table}, indent=1))
+    plot_confusion(logits.numpy(), data.table.labels[data.test], data.class_names, picture,
                    f"{r.head.head_cfg.name}: test top-1 {100 * head_metrics['top1']:.1f}%")
     if as_json:
         click.echo(json.dumps(table))
@@ -138,7 +141,7 @@ def eval_run(run, store, as_json):
     width = max(map(len, table))
     for name, m in table.items():
         click.echo(f"  {name:<{width}}  {pct(m)}")
-    click.echo(f"wrote {Path(run) / 'eval.json'} and {Path(run) / 'confusion.png'}")
+    click.echo(f"wrote {report} and {picture}")
 
 
 def _short(value) -> str:
