@@ -287,6 +287,9 @@ def test_bad_grid_files(tmp_path, monkeypatch):
     assert "standardize" in GRID_KEYS and "seed" not in GRID_KEYS and "in_dim" not in GRID_KEYS
     one_clip = [expand(check_grid(parse_grid(g)), seeds=1)[1][0].train for g in ("clips=6;select=random", "clips=10")]
     assert one_clip[0] == one_clip[1]          # the clip classifier sees one-clip videos: C and select cannot matter
+    short, full = [expand(check_grid(parse_grid(g)), seeds=1)[1][0] for g in ("epochs=8", "epochs=40")]
+    assert short.train.epochs == full.train.epochs == 40      # it trains the recipe's epochs: its key says so
+    assert short.key("s", 16, 3) == full.key("s", 16, 3)
     assert check_grid(parse_grid("lam=-0,0,0.0")) == {"lam": [0.0]} and str(check_grid({"lam": [-0.0]})) == "{'lam': [0.0]}"
     with pytest.raises(GcfError, match=r"False is not a string \(YAML reads off/on/yes/no as booleans: quote it\)"):
         check_grid({"norm": [False]})

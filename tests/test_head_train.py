@@ -176,7 +176,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data):
 
 
 @pytest.mark.parametrize("bad, message", [(dict(lr=-1.0), "lr must be"), (dict(clips=0), "clips must be"),
-                                          (dict(optimizer="adam"), "optimizer must be")])
+                                          (dict(optimizer="adam"), "optimizer must be"),
+                                          (dict(recipe="fast"), "unknown recipe 'fast'")])
 def test_invalid_hyper_parameters(data, bad, message):
     with pytest.raises(ValueError, match=message):
         train(data, HeadConfig(dim=32), recipe(**bad))

@@ -35,8 +35,8 @@ from gcf.head.ablate_report import BASELINES, result_row, write_reports
 from gcf.head.complexity import complexity
 from gcf.head.data import Data, load_store
 from gcf.head.registry import HEADS, HeadConfig, canonical
-from gcf.head.train import (TrainConfig, check_data, clip_baselines, clip_scores, fit_clip_classifiers, recipe,
-                            shared_part, train_stack)
+from gcf.head.train import (TrainConfig, check_data, clip_baselines, clip_config, clip_scores, fit_clip_classifiers,
+                            recipe, shared_part, train_stack)
 from gcf.store import FeatureTable
 
 HEAD_KEYS = {"head": "name", "dim": "dim", "layers": "layers", "norm": "norm", "reduction": "reduction",
@@ -215,8 +215,8 @@ def expand(grid: dict[str, list], seeds: int) -> tuple[list[Job], list[Job]]:
         att = HEADS[head.name].att
         runs += [Job(tuple(point.items()), canonical(head), replace(cfg, seed=s).canonical(att)) for s in range(seeds)]
     fixed = {k: v[0] for k, v in grid.items() if k not in HEAD_KEYS and (len(v) == 1 or k == "recipe")}
-    clip = lambda s: replace(train_cfg(fixed, s).canonical(att=False), clips=TrainConfig.clips,  # noqa: E731
-                             select=TrainConfig.select)   # one-clip videos: C and the eval selection cannot matter
+    clip = lambda s: replace(clip_config(train_cfg(fixed, s).canonical(att=False)),  # noqa: E731
+                             select=TrainConfig.select)   # one-clip videos: the eval selection cannot matter
     return runs, [Job((), None, clip(s)) for s in range(seeds)]
 
 

@@ -47,6 +47,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid field."""
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "plateau"):
@@ -412,12 +414,17 @@ def clip_data(data: Data) -> Data:
                 data.class_names, data.notes)
 
 
+def clip_config(cfg: TrainConfig) -> TrainConfig:
+    """What the C-Clip/D-Clips clip classifier of a run trains with: one clip, no att loss, and at least the
+    recipe's epochs: a short `--epochs` look at a head would otherwise leave the baseline underfit and the head
+    looking better than it is. Idempotent, so a cache can key on it."""
+    return replace(cfg, clips=1, lam=0.0, epochs=max(cfg.epochs, RECIPES[cfg.recipe].epochs))
+
+
 def fit_clip_classifiers(data: Data, cfgs: list[TrainConfig], device: str | torch.device = "cpu") -> list[Result]:
-    """C-Clip/D-Clips classifiers, one per config (trained together): a linear layer on single clip
-    descriptors labelled by their video. It trains at least the recipe's epochs: a short `--epochs` look at a head
-    would otherwise leave the baseline underfit and the head looking better than it is."""
-    cfgs = [replace(c, clips=1, lam=0.0, epochs=max(c.epochs, RECIPES[c.recipe].epochs)) for c in cfgs]
-    return train_stack(clip_data(data), HeadConfig(name="linear"), cfgs, device=device)
+    """C-Clip/D-Clips classifiers, one per config (trained together, each with clip_config): a linear layer on
+    single clip descriptors labelled by their video."""
+    return train_stack(clip_data(data), HeadConfig(name="linear"), [clip_config(c) for c in cfgs], device=device)
 
 
 def clip_scores(clf: Result, table: FeatureTable, videos: np.ndarray) -> np.ndarray:
