@@ -73,6 +73,15 @@ def test_eval_on_another_store_keeps_the_runs_own_results(run, store, tmp_path):
     assert json.loads((run / "eval-copy.json").read_text())["store"] == str(other)
     assert (run / "confusion-copy.png").stat().st_size > 0
     assert ((run / "eval.json").read_bytes() if (run / "eval.json").exists() else None) == before
+    twin = tmp_path / "elsewhere" / "copy.zarr"                      # another store of the same name
+    shutil.copytree(store, twin)
+    out = run_gcf("eval", run, "--store", f"{twin}/").stdout
+    tagged = sorted(p.name for p in run.glob("eval-copy-*.json"))
+    assert len(tagged) == 1 and f"wrote {run / tagged[0]}" in out
+    assert json.loads((run / tagged[0]).read_text())["store"] == str(twin)
+    assert json.loads((run / "eval-copy.json").read_text())["store"] == str(other)   # the first stays
+    run_gcf("eval", run, "--store", twin)
+    assert sorted(p.name for p in run.glob("eval-copy-*.json")) == tagged             # the same name again
 
 
 def test_eval_refuses_a_store_made_differently(run, store, tmp_path):

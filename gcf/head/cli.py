@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -128,10 +129,9 @@ def eval_run(run, store, as_json):
         raise GcfError(f"{run}: the run has no clip classifier and {store} no backbone logits for its classes; "
                        "train the run again on this store")
     table = {**clip_baselines(probs, data.table, data.test), r.head.head_cfg.name: head_metrics}
-    # another store's results sit beside the run's own (eval-ucf2.json), never over them
-    tag = "" if Path(store).resolve() == Path(r.config["store"]).resolve() else f"-{Path(store).stem}"
+    tag = _report_tag(Path(run), Path(store).resolve(), Path(r.config["store"]))
     report, picture = Path(run) / f"eval{tag}.json", Path(run) / f"confusion{tag}.png"
-    report.write_text(json.dumps({"store": str(store), "videos": len(data.test), **table}, indent=1))
+    report.write_text(json.dumps({"store": str(Path(store).resolve()), "videos": len(data.test), **table}, indent=1))
     plot_confusion(logits.numpy(), data.table.labels[data.test], data.class_names, picture,
                    f"{r.head.head_cfg.name}: test top-1 {100 * head_metrics['top1']:.1f}%")
     if as_json:
@@ -142,6 +142,20 @@ def eval_run(run, store, as_json):
     for name, m in table.items():
         click.echo(f"  {name:<{width}}  {pct(m)}")
     click.echo(f"wrote {report} and {picture}")
+
+
+def _report_tag(run: Path, store: Path, own: Path) -> str:
+    """'' for the run's own store; else -STEM, so another store's results sit beside the run's own (eval-ucf2.json),
+    and -STEM-HASH when a different store of that name (ucf/features.zarr, hmdb/features.zarr) wrote -STEM."""
+    if store == own.resolve():
+        return ""
+    tag = f"-{store.stem}"
+    try:
+        if Path(json.loads((run / f"eval{tag}.json").read_text())["store"]).resolve() != store:
+            return f"{tag}-{hashlib.sha256(str(store).encode()).hexdigest()[:8]}"
+    except (OSError, ValueError, KeyError, TypeError):    # none yet (or unreadable): the plain name is free
+        pass
+    return tag
 
 
 def _short(value) -> str:
