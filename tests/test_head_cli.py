@@ -133,7 +133,7 @@ def test_one_class_and_empty_split_are_refused(tmp_path):
             w.add_failure(VideoInfo(f"v{i}", f"/data/v{i}.mp4", 0, "train", 0, 0.0, 0.0), "moov atom not found")
     proc = run_gcf("train-head", failed, "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "no labelled videos to train on (left out 3 videos that failed at " \
-        "extraction" in proc.stderr
+        "extraction" in proc.stderr and "fix those videos and extract them again into a new store" in proc.stderr
 
 
 def take(synth: Synthetic, videos: np.ndarray, split: str = "train") -> Synthetic:

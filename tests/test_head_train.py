@@ -11,7 +11,7 @@ from gcf.head import HeadConfig
 from gcf.head.data import Standardizer, carve, make_data, reuse_splits, rows_of, split_ids
 from gcf.head.run import load_run, save_run
 from gcf.head.synthetic import SynthConfig, synthesize
-from gcf.head.train import (accuracy, batches, clip_baselines, clip_scores, evaluate, fit_clip_classifiers,
+from gcf.head.train import (accuracy, batches, check_data, clip_baselines, clip_scores, evaluate, fit_clip_classifiers,
                             recipe, train)
 from gcf.store import FeatureTable, select_clips
 
@@ -79,6 +79,10 @@ def test_make_data_leaves_out_videos_with_nan_or_inf_features(data):
     assert 3 not in used and 7 not in used and len(used) == len(t.labels) - 2
     assert d.notes[0] == f"left out 2 videos with NaN/Inf features ({t.video_ids[3]!r}, {t.video_ids[7]!r}); re-extract them"
     assert np.isfinite(Standardizer.fit(d.table, d.train).std.numpy()).all()
+    broken = make_data(replace(t, features=np.full_like(t.features, np.nan)), data.class_names)
+    with pytest.raises(GcfError, match=rf"no labelled videos to train on \(left out {len(t.labels)} videos with NaN/Inf "
+                       r"features .*; re-extract them\); fix those videos and extract them again into a new store"):
+        check_data(broken)                                    # the reason, and a fix that is not "label them"
     again = reuse_splits(d, split_ids(d))                     # eval of that run: same splits, the note kept
     assert again.notes[0] == d.notes[0] and again.notes[1].startswith("splits: the run's")
     assert all((getattr(again, n) == getattr(d, n)).all() for n in ("train", "val", "test"))

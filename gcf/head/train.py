@@ -130,9 +130,11 @@ def check_data(data: Data) -> None:
     """Raise GcfError for splits that cannot train or test a classifier."""
     labelled = len(data.train) + len(data.val) + len(data.test)
     if labelled == 0:
-        why = "; ".join(n for n in data.notes if n.startswith("left out")) or "the store holds no videos"
-        raise GcfError(f"no labelled videos to train on ({why}); "
-                       "extract labelled videos (a labels.csv, or <class>/<video> folders)")
+        left = [n for n in data.notes if n.startswith("left out")]
+        fix = ("extract labelled videos (a labels.csv, or <class>/<video> folders)"
+               if not left or any("unlabelled" in n for n in left)
+               else "fix those videos and extract them again into a new store (or with --overwrite)")
+        raise GcfError(f"no labelled videos to train on ({'; '.join(left) or 'the store holds no videos'}); {fix}")
     if len(data.train) == 0:
         raise GcfError(f"the train split is empty: all {labelled} labelled videos are in the store's val and test "
                        "splits; give some the split train (or none) in the labels")
