@@ -27,9 +27,10 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "mobilenet": {"width": 0.25}, "mobilenetv2": {"width": 0.2}, "shufflenet": {"width": 0.25, "groups": 3},
          "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
          "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}, "slow_r50": {"width": 0.125},
-         "slow_r101": {"width": 0.125}, "x3d_xs": {}, "x3d_s": {}, "x3d_m": {}, "x3d_l": {}}
+         "slow_r101": {"width": 0.125}, "x3d_xs": {}, "x3d_s": {}, "x3d_m": {}, "x3d_l": {},
+         "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m"]
+            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -285,6 +286,91 @@ def test_other_resnets_of_those_repositories_do_not_load_as_slow(tmp_path):
         build_backbone("slow_r50", tmp_path / "I3D_8x8_R50.pyth", **SMALL["slow_r50"])
 
 
+SLOWFAST_LAYOUTS = json.loads((Path(__file__).parent / "data" / "slowfast_r50_layouts.json").read_text())
+MMACTION2_FUSION = {"lateral_norm": False, "sampling": "stride"}     # its 8x8 config's fusion kernel is 7, as ours
+
+
+def test_slowfast_has_the_reference_parameter_counts_and_mmaction2s_names():
+    assert count_params("slowfast_r50", num_classes=400) == 34_566_488          # PyTorchVideo's and PySlowFast's
+    assert count_params("slowfast_r50", num_classes=400, **MMACTION2_FUSION) == 34_565_560   # no BN in its laterals
+    assert count_params("slowfast_r50_4x16", num_classes=400) == 34_480_216     # PyTorchVideo's model zoo: 34.48M
+    assert count_params("slowfast_r101", num_classes=400) == 62_826_968         # 62.83M (its fusion kernel is 5)
+    with torch.device("meta"):
+        model = REGISTRY["slowfast_r50"].build(num_classes=400, **MMACTION2_FUSION)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == SLOWFAST_LAYOUTS["mmaction2"]                             # every name and shape
+    with torch.no_grad():       # slow: 8 of the 32 frames, 2048 channels; fast: all 32, 256; A joins them at 32
+        slow, fast = model.backbone(torch.empty(1, 3, 32, 224, 224, device="meta"))
+        assert slow.shape == (1, 2048, 8, 7, 7) and fast.shape == (1, 256, 32, 7, 7)
+        assert model.feature_map(torch.empty(1, 3, 32, 224, 224, device="meta")).shape == (1, 2304, 32, 7, 7)
+
+
+def test_slowfast_slow_frames_follow_each_repository():
+    with torch.device("meta"):
+        linspace, stride = (REGISTRY["slowfast_r50"].build(num_classes=400, sampling=s) for s in ("linspace", "stride"))
+    cpu = torch.device("cpu")
+    assert linspace.backbone.slow_frames(32, cpu).tolist() == [0, 4, 8, 13, 17, 22, 26, 31]   # PySlowFast, PyTorchVideo
+    assert stride.backbone.slow_frames(32, cpu).tolist() == [0, 4, 8, 12, 16, 20, 24, 28]     # MMAction2
+    with pytest.raises(GcfError, match="takes no option speed"):
+        backbone_spec("slowfast_r50", speed=4)
+    with pytest.raises(ValueError, match="sampling must be one of linspace, stride"):
+        REGISTRY["slowfast_r50"].build(num_classes=400, sampling="uniform")
+
+
+def _theirs(layout: str) -> dict[str, str]:
+    """Our name of every tensor -> the reference code's, from the key names it writes (convert inverted)."""
+    from gcf.extract.backbones.checkpoint import Checkpoint
+    from gcf.extract.backbones.slowfast import convert
+
+    names = list(SLOWFAST_LAYOUTS[layout])
+    ours = convert(Checkpoint({k: torch.zeros(1) for k in names}, None, None)).state_dict
+    return dict(zip(ours, names))
+
+
+@pytest.mark.parametrize("layout, norm, options", [
+    ("pytorchvideo", "slowfast", {"sampling": "linspace", "lateral_norm": True, "fusion_kernel": 7}),
+    ("pyslowfast", "slowfast", {"sampling": "linspace", "lateral_norm": True, "fusion_kernel": 7}),
+    ("mmaction2", "imagenet", {"sampling": "stride", "lateral_norm": False, "fusion_kernel": 7})])
+def test_slowfast_loads_each_repositorys_files_with_their_fusion_and_frames(tmp_path, layout, norm, options):
+    source = random_model("slowfast_r50", **options)
+    state, names = source.state_dict(), _theirs(layout)
+    theirs = {names[k]: v for k, v in state.items()}
+    path = tmp_path / "slowfast.pth"
+    if layout == "mmaction2":
+        torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": theirs}, path)
+    else:                           # their heads concatenate the slow descriptor first
+        w, fast = state["cls_head.fc_cls.weight"], source.backbone.fast_path.layer4[0].conv3.conv.out_channels
+        theirs[names["cls_head.fc_cls.weight"]] = torch.cat([w[:, fast:], w[:, :fast]], 1)
+        torch.save({"epoch": 256, "model_state": theirs, "cfg": "MODEL:\n  ARCH: slowfast"}, path)
+    loaded = build_backbone("slowfast_r50", path, **SMALL["slowfast_r50"])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x)) and torch.equal(loaded.descriptor(x), source.descriptor(x))
+    assert loaded.spec.norm.name == norm and loaded.spec.options == {**options, **SMALL["slowfast_r50"]}
+    assert (loaded.spec.clip_len, loaded.spec.frame_step, loaded.spec.feature_dim) == (32, 2, 288)
+    rebuilt = random_model("slowfast_r50", **loaded.spec.options)             # what a store's meta rebuilds
+    assert rebuilt.backbone.sampling == options["sampling"]
+
+
+@pytest.mark.parametrize("layout", ["pytorchvideo", "pyslowfast", "mmaction2"])
+def test_slowfast_r50_takes_the_key_names_the_reference_code_writes(tmp_path, layout):
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randint(0, 9, s) if k.endswith("num_batches_tracked") else torch.rand(s, generator=g))
+             for k, s in SLOWFAST_LAYOUTS[layout].items()}
+    torch.save({"model_state": state}, tmp_path / "SLOWFAST_8x8_R50.pyth")
+    model = build_backbone("slowfast_r50", tmp_path / "SLOWFAST_8x8_R50.pyth")
+    assert len(model.state_dict()) == len(state) == (642 if layout == "mmaction2" else 662)
+    assert model.spec.options["lateral_norm"] == (layout != "mmaction2")
+
+
+@pytest.mark.parametrize("layout", ["pytorchvideo", "pyslowfast", "mmaction2"])
+def test_a_slowfast_file_given_as_slow_says_which_backbone_to_use(tmp_path, layout):
+    g = torch.Generator().manual_seed(0)
+    torch.save({k: torch.rand(s, generator=g) for k, s in SLOWFAST_LAYOUTS[layout].items()}, tmp_path / "sf.pth")
+    with pytest.raises(GcfError, match=r"sf.pth: does not fit slow_r50: .* SlowFast: use --backbone slowfast_r50"):
+        build_backbone("slow_r50", tmp_path / "sf.pth")
+
+
 def test_x3d_has_pyslowfasts_names():
     with torch.device("meta"):
         model = REGISTRY["x3d_m"].build(num_classes=400)
@@ -451,7 +537,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     assert (spec.weights, spec.seed) == ("random", 1)
     trained = {"r2plus1d34_ig65m32": (32, 1, 112), "r2plus1d34_ig65m8": (8, 1, 112), "i3d": (64, 1, 224),
                "s3d": (64, 1, 224), "slow_r50": (8, 8, 224), "slow_r101": (8, 8, 224), "x3d_xs": (4, 12, 160),
-               "x3d_s": (13, 6, 160), "x3d_m": (16, 5, 224), "x3d_l": (16, 5, 312)}  # what the weights saw
+               "x3d_s": (13, 6, 160), "x3d_m": (16, 5, 224), "x3d_l": (16, 5, 312), "slowfast_r50": (32, 2, 224),
+               "slowfast_r50_4x16": (32, 2, 224), "slowfast_r101": (32, 2, 224)}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

