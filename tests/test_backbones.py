@@ -28,9 +28,10 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "shufflenetv2": {"width": 0.25}, "r2plus1d34_ig65m32": {"width": 0.125},
          "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}, "slow_r50": {"width": 0.125},
          "slow_r101": {"width": 0.125}, "x3d_xs": {}, "x3d_s": {}, "x3d_m": {}, "x3d_l": {},
-         "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125}}
+         "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125},
+         "i3d_r50": {"width": 0.125}, "i3d_r50_32x2": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50"]
+            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -71,6 +72,7 @@ def count_params(name: str, **options) -> int:
     ("s3d", {}, 8_525_048),  # kylemin/S3D's S3D (8,320,048 with 400)
     ("slow_r50", {}, 32_863_896),  # PyTorchVideo's slow_r50: 32,454,096 (32.45M) with its 400 classes
     ("slow_r101", {}, 60_768_920),  # MMAction2's slowonly_r101 (60,359,120 with 400)
+    ("i3d_r50", {}, 28_453_272),  # I3D R50 of all three repositories: 28,043,472 with 400
     ("x3d_m", {}, 4_204_122),  # PySlowFast's X3D-M: 3,794,322 with 400 (3.8M; PyTorchVideo's 48 fewer, no res2 BN)
     ("x3d_l", {}, 6_563_232),  # X3D-L: 6,153,432 with 400 (6.2M)
 ])
@@ -352,6 +354,29 @@ def test_slowfast_loads_each_repositorys_files_with_their_fusion_and_frames(tmp_
     assert rebuilt.backbone.sampling == options["sampling"]
 
 
+def test_slowfast_tells_mmaction2_files_from_gcfs_own_and_refuses_the_wrong_variant(tmp_path, caplog):
+    steplr = random_model("slowfast_r50", sampling="stride")            # MMAction2's steplr config: laterals with BN
+    torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": steplr.state_dict()}, tmp_path / "mm.pth")
+    loaded = build_backbone("slowfast_r50", tmp_path / "mm.pth", **SMALL["slowfast_r50"])
+    assert (loaded.spec.options["sampling"], loaded.spec.norm.name) == ("stride", "imagenet")
+    forced = build_backbone("slowfast_r50", tmp_path / "mm.pth", sampling="linspace", **SMALL["slowfast_r50"])
+    assert forced.spec.options["sampling"] == "linspace"                # the given option wins, with a warning
+    assert "mm.pth implies sampling='stride'; using the given sampling='linspace'" in caplog.text
+    torch.save(random_model("slowfast_r50").state_dict(), tmp_path / "resaved.pth")   # gcf's own, from a .pyth
+    loaded = build_backbone("slowfast_r50", tmp_path / "resaved.pth", **SMALL["slowfast_r50"])
+    assert (loaded.spec.options["sampling"], loaded.spec.norm.name) == ("linspace", "slowfast")
+    torch.save(random_model("slowfast_r50_4x16").state_dict(), tmp_path / "SLOWFAST_4x16_R50.pyth")
+    with pytest.raises(GcfError, match=r"implies fusion_kernel=5, but slowfast_r50 is built with fusion_kernel=7; "
+                                       r"use --backbone slowfast_r50_4x16, or pass --option fusion_kernel=5"):
+        build_backbone("slowfast_r50", tmp_path / "SLOWFAST_4x16_R50.pyth", **SMALL["slowfast_r50"])
+    mm101 = random_model("slowfast_r101", fusion_kernel=7, lateral_norm=False, sampling="stride")   # MMAction2's R101
+    torch.save({"meta": {}, "state_dict": mm101.state_dict()}, tmp_path / "mm101.pth")
+    assert build_backbone("slowfast_r101", tmp_path / "mm101.pth", **SMALL["slowfast_r101"]).spec.options == {
+        "sampling": "stride", "lateral_norm": False, "fusion_kernel": 7, "width": 0.125}    # R101 fixes no kernel
+    with pytest.raises(ValueError, match="fusion_kernel must be odd"):
+        REGISTRY["slowfast_r50"].build(num_classes=400, fusion_kernel=4)
+
+
 @pytest.mark.parametrize("layout", ["pytorchvideo", "pyslowfast", "mmaction2"])
 def test_slowfast_r50_takes_the_key_names_the_reference_code_writes(tmp_path, layout):
     g = torch.Generator().manual_seed(0)
@@ -369,6 +394,47 @@ def test_a_slowfast_file_given_as_slow_says_which_backbone_to_use(tmp_path, layo
     torch.save({k: torch.rand(s, generator=g) for k, s in SLOWFAST_LAYOUTS[layout].items()}, tmp_path / "sf.pth")
     with pytest.raises(GcfError, match=r"sf.pth: does not fit slow_r50: .* SlowFast: use --backbone slowfast_r50"):
         build_backbone("slow_r50", tmp_path / "sf.pth")
+
+
+I3D_LAYOUTS = json.loads((Path(__file__).parent / "data" / "i3d_r50_layouts.json").read_text())
+
+
+def test_i3d_r50_has_mmaction2s_names_and_ends_at_4_steps_from_either_clip():
+    with torch.device("meta"):
+        ours, mm = (REGISTRY[n].build(num_classes=400) for n in ("i3d_r50", "i3d_r50_32x2"))
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == I3D_LAYOUTS["mmaction2"]
+    blocks = [[b.conv1.conv.kernel_size[0] for b in getattr(ours.backbone, f"layer{i}")] for i in range(1, 5)]
+    assert blocks == [[3, 3, 3], [3, 1, 3, 1], [3, 1, 3, 1, 3, 1], [1, 3, 1]]     # the same in all three repositories
+    with torch.no_grad():
+        assert ours.feature_map(torch.empty(1, 3, 8, 224, 224, device="meta")).shape == (1, 2048, 4, 7, 7)
+        assert mm.feature_map(torch.empty(1, 3, 32, 224, 224, device="meta")).shape == (1, 2048, 4, 7, 7)
+
+
+@pytest.mark.parametrize("layout, name, norm, stride", [("pytorchvideo", "i3d_r50", "slowfast", 1),
+                                                        ("pyslowfast", "i3d_r50", "slowfast", 1),
+                                                        ("mmaction2", "i3d_r50_32x2", "imagenet", 2)])
+def test_i3d_r50_loads_each_repositorys_files(tmp_path, layout, name, norm, stride):
+    from gcf.extract.backbones.checkpoint import Checkpoint
+    from gcf.extract.backbones.slow import convert
+
+    names = list(I3D_LAYOUTS[layout])
+    ours = dict(zip(convert(Checkpoint({k: torch.zeros(1) for k in names}, None, None)).state_dict, names))
+    source = random_model(name)
+    theirs = {ours[k]: v for k, v in source.state_dict().items()}
+    path = tmp_path / "i3d.pth"
+    if layout == "mmaction2":
+        torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": theirs}, path)
+    else:
+        torch.save({"epoch": 100, "model_state": theirs}, path)
+    loaded = build_backbone(name, path, **SMALL[name])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+    assert loaded.spec.norm.name == norm and loaded.spec.options == {"temporal_stride": stride, **SMALL[name]}
+    other = "i3d_r50_32x2" if name == "i3d_r50" else "i3d_r50"          # the file of one, given as the other
+    with pytest.raises(GcfError, match=rf"i3d.pth: its layout implies temporal_stride={stride}, but {other} is "
+                                       rf"built with temporal_stride={3 - stride}; use --backbone {name}, or pass"):
+        build_backbone(other, path, **SMALL[other])
 
 
 def test_x3d_has_pyslowfasts_names():
@@ -457,7 +523,7 @@ def test_files_of_other_repositories_say_what_they_are(tmp_path):
                                 "cfg": "MODEL: {ARCH: slowfast}"}, "PySlowFast model"),
              "mmaction.pth": ({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": {
                  "backbone.conv1.conv.weight": weight, "cls_head.fc_cls.weight": torch.zeros(400, 2048)}},
-                 "MMAction2 recognizer"),
+                 "MMAction2 ResNet3d .*: use --backbone slow_r50"),
              "rgb_imagenet.pt": (source_model("i3d").state_dict(), "use --backbone i3d"),
              "S3D_kinetics400.pt": ({f"module.{k}": v for k, v in source_model("s3d").state_dict().items()},
                                     "use --backbone s3d")}
@@ -538,7 +604,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
     trained = {"r2plus1d34_ig65m32": (32, 1, 112), "r2plus1d34_ig65m8": (8, 1, 112), "i3d": (64, 1, 224),
                "s3d": (64, 1, 224), "slow_r50": (8, 8, 224), "slow_r101": (8, 8, 224), "x3d_xs": (4, 12, 160),
                "x3d_s": (13, 6, 160), "x3d_m": (16, 5, 224), "x3d_l": (16, 5, 312), "slowfast_r50": (32, 2, 224),
-               "slowfast_r50_4x16": (32, 2, 224), "slowfast_r101": (32, 2, 224)}  # what the weights saw
+               "slowfast_r50_4x16": (32, 2, 224), "slowfast_r101": (32, 2, 224), "i3d_r50": (8, 8, 224),
+               "i3d_r50_32x2": (32, 2, 224)}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

@@ -64,6 +64,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     counters = any(k.endswith("num_batches_tracked") for k in state)
     origin, norm = _origin(obj.get("arch"), prefixed, counters)
+    if isinstance(obj.get("meta"), dict) and "state_dict" in obj:   # mmcv / mmengine save_checkpoint
+        origin = "open-mmlab/mmaction2"            # its input convention depends on the model: the converts say
     return Checkpoint(state, origin, norm)
 
 
@@ -92,13 +94,16 @@ LAYOUTS = (
                           "or slowfast_r101"),
     ("backbone.fast_path.", "the file is an MMAction2 SlowFast: use --backbone slowfast_r50 (8x8), "
                             "slowfast_r50_4x16 or slowfast_r101"),
+    ("backbone.conv1.conv.", "the file is an MMAction2 ResNet3d (backbone.conv1 keys): use --backbone slow_r50 or "
+                             "slow_r101 (SlowOnly), i3d_r50_32x2 (I3D)"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
-                  "R50/R101 (slow_r50, slow_r101), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101) and X3D "
-                  "(x3d_s, x3d_m), not yet its other architectures"),
+                  "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2), SlowFast (slowfast_r50, slowfast_r50_4x16, "
+                  "slowfast_r101) and X3D (x3d_s, x3d_m), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
-                          "(slow_r50, slow_r101), SlowFast (slowfast_r50 ...) and X3D (x3d_xs/s/m/l), not yet I3D-R50 "
-                          "or MViT"),
+                          "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...) and X3D "
+                          "(x3d_xs/s/m/l), not yet MViT"),
     ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
+                  "i3d_r50 (I3D_8x8_R50.pyth), "
                   "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth) and x3d_xs/s/m/l (X3D_*.pyth), not yet its other "
                   "models (docs/backbones.md)"),
 )

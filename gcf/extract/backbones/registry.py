@@ -26,7 +26,8 @@ from gcf.extract.backbones.resnet2p1d import r2plus1d
 from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
 from gcf.extract.backbones.slow import convert as slow_layouts
-from gcf.extract.backbones.slow import slow
+from gcf.extract.backbones.slow import convert_i3d as i3d_layouts
+from gcf.extract.backbones.slow import i3d_resnet, slow
 from gcf.extract.backbones.slowfast import convert as slowfast_layouts
 from gcf.extract.backbones.slowfast import slowfast
 from gcf.extract.backbones.shufflenet import shufflenet
@@ -73,15 +74,23 @@ REGISTRY: dict[str, Entry] = {
                        "slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb_20220901-e6281431.pth",
                        clip_len=8, input_size=224, frame_step=8, convert=slow_layouts),
     # SlowFast ResNets, 32 frames 2 apart (slow pathway: 32 / alpha of them): PyTorchVideo's SLOWFAST_*.pyth (torch.hub
-    # slowfast_r50, slowfast_r101: fusion kernel 5), PySlowFast and MMAction2 files renamed on loading; the fusion
-    # kernel, lateral BatchNorm and slow-frame sampling are read from the file (slowfast.convert)
-    **{name: Entry(partial(slowfast, depth, alpha=alpha, fusion_kernel=kernel), "slowfast", 400,
-                   "cls_head.fc_cls.weight", checkpoint, clip_len=32, input_size=224, frame_step=2,
-                   convert=slowfast_layouts)
-       for name, depth, alpha, kernel, checkpoint in (
-           ("slowfast_r50", 50, 4, 7, "SLOWFAST_8x8_R50.pyth"),
-           ("slowfast_r50_4x16", 50, 8, 5, "SLOWFAST_4x16_R50.pyth"),
-           ("slowfast_r101", 101, 4, 5, "SLOWFAST_8x8_R101.pyth"))},
+    # slowfast_r50, slowfast_r101), PySlowFast and MMAction2 files renamed on loading; the lateral BatchNorm, the
+    # slow-frame sampling and the fusion kernel (R50 8x8: 7, 4x16: 5; R101: 5, MMAction2's 7) are read from the file
+    "slowfast_r50": Entry(partial(slowfast, 50, alpha=4, fusion_kernel=7), "slowfast", 400, "cls_head.fc_cls.weight",
+                          "SLOWFAST_8x8_R50.pyth", clip_len=32, input_size=224, frame_step=2, convert=slowfast_layouts),
+    "slowfast_r50_4x16": Entry(partial(slowfast, 50, alpha=8, fusion_kernel=5), "slowfast", 400,
+                               "cls_head.fc_cls.weight", "SLOWFAST_4x16_R50.pyth", clip_len=32, input_size=224,
+                               frame_step=2, convert=slowfast_layouts),
+    "slowfast_r101": Entry(partial(slowfast, 101, alpha=4), "slowfast", 400, "cls_head.fc_cls.weight",
+                           "SLOWFAST_8x8_R101.pyth", clip_len=32, input_size=224, frame_step=2,
+                           convert=slowfast_layouts),
+    # I3D ResNet-50: PyTorchVideo's I3D_8x8_R50.pyth (torch.hub i3d_r50) and PySlowFast files take 8 frames 8 apart;
+    # MMAction2's, 32 frames 2 apart, stride its stem by 2 in time (temporal_stride, set from the file)
+    "i3d_r50": Entry(partial(i3d_resnet, 50, temporal_stride=1), "slowfast", 400, "cls_head.fc_cls.weight",
+                     "I3D_8x8_R50.pyth", clip_len=8, input_size=224, frame_step=8, convert=i3d_layouts),
+    "i3d_r50_32x2": Entry(partial(i3d_resnet, 50, temporal_stride=2), "imagenet", 400, "cls_head.fc_cls.weight",
+                          "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth",
+                          clip_len=32, input_size=224, frame_step=2, convert=i3d_layouts),
     # PySlowFast's X3D (projects/x3d: x3d_xs.pyth ...; PyTorchVideo's X3D_*.pyth and MMAction2's renamed on
     # loading): one network for XS, S, M, each trained on its own clips (frames x step, crop)
     **{f"x3d_{size}": Entry(partial(x3d, depth), "slowfast", 400, "head.projection.weight", f"x3d_{size}.pyth",
@@ -139,7 +148,7 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
         ckpt = read_checkpoint(weights)
         if entry.convert is not None:
             ckpt = entry.convert(ckpt)
-        options = {**ckpt.options, **options}    # what the file's layout implies, unless given
+        options = {**_implied(name, entry, ckpt, weights, options), **options}
         if num_classes is None and entry.head_key in ckpt.state_dict:
             num_classes = ckpt.state_dict[entry.head_key].shape[0]
         model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=None)
@@ -203,6 +212,23 @@ def _check_options(name: str, entry: Entry, options: dict[str, Any]) -> None:
     if unknown:
         raise GcfError(f"backbone {name} takes no option {', '.join(unknown)}; its options: "
                        f"{', '.join(accepted) or 'none'}, num_classes, norm, seed")
+
+
+def _implied(name: str, entry: Entry, ckpt: Checkpoint, path: str | os.PathLike, given: dict[str, Any]) -> dict:
+    """The builder options the file's layout implies (ckpt.options); a GcfError when one contradicts what the entry
+    fixes (a SlowFast 4x16 file given as slowfast_r50), naming the entries built that way; a warning when the
+    user's --option overrides one."""
+    fixed = getattr(entry.build, "keywords", {})
+    for key, value in ckpt.options.items():
+        if key in given and given[key] != value:
+            log.warning("%s: %s implies %s=%r; using the given %s=%r", name, path, key, value, key, given[key])
+        elif key not in given and key in fixed and fixed[key] != value:
+            fits = [n for n, e in REGISTRY.items() if getattr(e.build, "func", None) is entry.build.func
+                    and e.build.args == entry.build.args and e.build.keywords.get(key) == value]
+            raise GcfError(f"{path}: its layout implies {key}={value}, but {name} is built with {key}={fixed[key]}; "
+                           f"use --backbone {' or '.join(fits) or 'another backbone'}, or pass --option "
+                           f"{key}={value}")
+    return dict(ckpt.options)
 
 
 def _construct(entry: Entry, num_classes: int, seed: int, options: dict[str, Any], calibrate: Norm | None) -> Backbone:

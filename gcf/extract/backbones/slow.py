@@ -1,17 +1,23 @@
-"""Slow (SlowOnly) ResNet-50/101, the slow pathway of SlowFast without the fast one (Feichtenhofer et al. 2019), with
-the module names of MMAction2's `ResNet3dSlowOnly` + `I3DHead` (`backbone.conv1.conv`, `backbone.layer3.0.conv1.bn`,
-`cls_head.fc_cls`), so its checkpoints load unchanged. The same network's PyTorchVideo (`slow_r50` on torch.hub,
-`SLOW_8x8_R50.pyth`: `blocks.1.res_blocks.0.branch2.conv_a`) and PySlowFast (`s2.pathway0_res0.branch2.a`) state
-dicts are renamed into these names on loading (`convert`): the three repositories build the same layers.
+"""The 3D ResNets of MMAction2's `ResNet3d`, with its module names (`backbone.conv1.conv`, `backbone.layer3.0.conv1.bn`,
+`cls_head.fc_cls`), so its checkpoints load unchanged:
 
-Stem: conv 1x7x7 stride (1, 2, 2), max pool 1x3x3 stride (1, 2, 2). Bottleneck blocks with the stride on the 3x3
-conv; res2-res3 purely spatial (1x1x1 reduce), res4-res5 with a 3x1x1 temporal reduce. No temporal stride anywhere:
-an 8-frame clip gives an 8-step map.
+- Slow (SlowOnly) ResNet-50/101, the slow pathway of SlowFast without the fast one (Feichtenhofer et al. 2019):
+  stem conv 1x7x7, res2-res3 purely spatial (1x1x1 reduce), res4-res5 with a 3x1x1 temporal reduce, no temporal
+  stride anywhere (an 8-frame clip gives an 8-step map).
+- I3D ResNet-50 (the inflated ResNet of the non-local and SlowFast papers, not Inception I3D): stem conv 5x7x7, a
+  2x1x1 max pool after res2, and the 3x1x1 reduce on alternate blocks (res2 all, res3 and res4 0, 2, ..., res5 the
+  middle one). MMAction2's I3D also strides the stem conv and pool by 2 in time (`temporal_stride=2`, its 32x2
+  clips); PyTorchVideo's and PySlowFast's (8x8 clips) do not. Both end at 4 time steps.
+
+The same networks' PyTorchVideo (`slow_r50`, `i3d_r50` on torch.hub: `blocks.1.res_blocks.0.branch2.conv_a`) and
+PySlowFast (`s2.pathway0_res0.branch2.a`) state dicts are renamed into these names on loading (`convert`). Bottleneck
+blocks have the spatial stride on the 1x3x3 conv in all three repositories.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import torch
 from torch import nn
@@ -20,7 +26,9 @@ from gcf.extract.backbones.base import Backbone
 from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-TEMPORAL = (False, False, True, True)   # stages whose blocks start with a 3x1x1 conv (MMAction2's inflate=(0,0,1,1))
+# per stage, which blocks start with a 3x1x1 conv, the pattern repeated over the stage (MMAction2's `inflate`)
+SLOW = ((False,), (False,), (True,), (True,))
+I3D = ((True,), (True, False), (True, False), (False, True))
 
 
 class ConvBN(nn.Module):
@@ -57,25 +65,28 @@ class Bottleneck(nn.Module):
 
 class Trunk(nn.Module):
     """MMAction2's `backbone` (ResNet3d): stem and four stages (spatial strides 1, 2, 2, 2), widths scaled by
-    `width`. SlowFast builds its pathways from it: `stem_t` and `temporal` set the temporal kernels, `extra` adds
-    input channels to each stage's first block (the fast pathway's lateral, concatenated to the slow one)."""
+    `width`; `stem_t`, `temporal` (the inflate patterns), `temporal_stride` (of the stem conv and pool) and `pool2`
+    (a 2x1x1 max pool after res2) make Slow or I3D. SlowFast builds its pathways from it, `extra` adding input
+    channels to each stage's first block (the fast pathway's lateral, concatenated to the slow one)."""
 
     def __init__(self, layers: tuple[int, ...], width: float = 1.0, stem_t: int = 1,
-                 temporal: tuple[bool, ...] = TEMPORAL, extra: tuple[int, ...] = (0, 0, 0, 0)):
+                 temporal: tuple[tuple[bool, ...], ...] = SLOW, extra: tuple[int, ...] = (0, 0, 0, 0),
+                 temporal_stride: int = 1, pool2: bool = False):
         super().__init__()
         cin = int(64 * width)
-        self.conv1 = ConvBN(3, cin, (stem_t, 7, 7), (1, 2, 2))
-        self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
-        for i, (blocks, t, more) in enumerate(zip(layers, temporal, extra)):
+        self.conv1 = ConvBN(3, cin, (stem_t, 7, 7), (temporal_stride, 2, 2))
+        self.maxpool = nn.MaxPool3d((1, 3, 3), (temporal_stride, 2, 2), (0, 1, 1))
+        self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1)) if pool2 else nn.Identity()
+        for i, (blocks, pattern, more) in enumerate(zip(layers, temporal, extra)):
             planes = int(64 * width) * 2 ** i
-            stage = [Bottleneck(cin + more if b == 0 else planes * 4, planes, 2 if i and b == 0 else 1, t)
-                     for b in range(blocks)]
+            stage = [Bottleneck(cin + more if b == 0 else planes * 4, planes, 2 if i and b == 0 else 1,
+                                pattern[b % len(pattern)]) for b in range(blocks)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
             cin = planes * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.conv1(x))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.pool2(self.layer1(self.maxpool(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(x)))
 
 
 class Head(nn.Module):
@@ -86,12 +97,12 @@ class Head(nn.Module):
         self.fc_cls = nn.Linear(feature_dim, num_classes)
 
 
-class SlowResNet(Backbone):
-    """Slow ResNet: MMAction2 recognizer layout (`backbone`, `cls_head`)."""
+class ResNet3d(Backbone):
+    """A Slow or I3D ResNet: MMAction2 recognizer layout (`backbone`, `cls_head`)."""
 
-    def __init__(self, layers: tuple[int, ...], num_classes: int, width: float = 1.0):
+    def __init__(self, layers: tuple[int, ...], num_classes: int, width: float = 1.0, **trunk):
         super().__init__()
-        self.backbone = Trunk(layers, width)
+        self.backbone = Trunk(layers, width, **trunk)
         self.feature_dim = int(64 * width) * 8 * 4
         self.cls_head = Head(self.feature_dim, num_classes)
 
@@ -106,9 +117,15 @@ class SlowResNet(Backbone):
         return self.backbone.layer4
 
 
-def slow(depth: int, num_classes: int, width: float = 1.0) -> SlowResNet:
+def slow(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
     """Slow ResNet-`depth` (50, 101); `width` other than 1 has no published weights (tests use it to stay small)."""
-    return SlowResNet(STAGES[depth], num_classes, width)
+    return ResNet3d(STAGES[depth], num_classes, width)
+
+
+def i3d_resnet(depth: int, num_classes: int, temporal_stride: int = 1, width: float = 1.0) -> ResNet3d:
+    """I3D ResNet-`depth` (50); temporal_stride 2 is MMAction2's (set on loading its files)."""
+    return ResNet3d(STAGES[depth], num_classes, width, stem_t=5, temporal=I3D, temporal_stride=temporal_stride,
+                    pool2=True)
 
 
 # -- other repositories' names for the same layers -----------------------------------------------------------------
@@ -127,10 +144,12 @@ _FIXED = {"blocks.0.conv": "backbone.conv1.conv", "blocks.0.norm": "backbone.con
 
 
 def convert(ckpt: Checkpoint) -> Checkpoint:
-    """A PyTorchVideo or PySlowFast Slow ResNet state dict in MMAction2's names, with that repository's input
+    """A PyTorchVideo or PySlowFast Slow or I3D ResNet state dict in MMAction2's names, with that repository's input
     convention (both: [0, 1] pixels, mean 0.45, std 0.225); MMAction2's own (ImageNet statistics on [0, 255]) and
     other files unchanged, bar the origin."""
     state = ckpt.state_dict
+    if "blocks.6.proj.weight" in state and "blocks.0.conv.weight" in state:  # I3D: blocks.2 is the weightless pool2
+        state = {re.sub(r"^blocks\.([3-6])\.", lambda m: f"blocks.{int(m[1]) - 1}.", k): v for k, v in state.items()}
     if "blocks.0.conv.weight" in state:      # create_resnet: blocks.0 stem, blocks.1-4 stages, blocks.5 head
         renamed = rename_modules(state, _FIXED, r"blocks\.(\d)\.res_blocks\.(\d+)", PYTORCHVIDEO_PARTS,
                                  "backbone.layer{}.{}")
@@ -141,4 +160,14 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
         return Checkpoint(renamed, "facebookresearch/SlowFast", "slowfast")
     if any(k.startswith("backbone.conv1.conv.") for k in state):
         return dataclasses.replace(ckpt, origin="open-mmlab/mmaction2", norm="imagenet")
+    return ckpt
+
+
+def convert_i3d(ckpt: Checkpoint) -> Checkpoint:
+    """`convert`, and the temporal stride of the file's stem: 2 in MMAction2's I3D (a file in its save format,
+    {'meta', 'state_dict'}), 1 in PyTorchVideo's and PySlowFast's; a plain state dict in our names keeps the entry's."""
+    mmaction2 = ckpt.origin == "open-mmlab/mmaction2"
+    ckpt = convert(ckpt)
+    if mmaction2 or ckpt.origin in ("facebookresearch/pytorchvideo", "facebookresearch/SlowFast"):
+        return dataclasses.replace(ckpt, options={"temporal_stride": 2 if mmaction2 else 1})
     return ckpt

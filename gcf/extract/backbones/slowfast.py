@@ -1,4 +1,4 @@
-"""SlowFast ResNet-50/101 (Feichtenhofer et al. 2019): a slow pathway on every alpha-th frame and a fast one, 1/beta as
+"""SlowFast ResNet-50/101 (Feichtenhofer et al. 2019): a slow pathway on every alpha-th frame and a fast one, 1/8 as
 wide, on every frame, the fast one fused into the slow one after the stem and after res2-res4. Module names are
 MMAction2's `ResNet3dSlowFast` + `SlowFastHead` (`backbone.slow_path.layer1.0.conv1.conv`,
 `backbone.slow_path.conv1_lateral.conv`, `backbone.fast_path.conv1.conv`, `cls_head.fc_cls`), so its checkpoints
@@ -26,6 +26,7 @@ from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 from gcf.extract.backbones.slow import PYSLOWFAST_PARTS, PYTORCHVIDEO_PARTS, STAGES, Head, Trunk
 
 SAMPLINGS = ("linspace", "stride")   # PySlowFast / PyTorchVideo, MMAction2
+BETA = 8                             # the fast pathway's channels are 1/BETA of the slow one's
 
 
 class Lateral(nn.Module):
@@ -45,14 +46,14 @@ class Pathways(nn.Module):
     """MMAction2's ResNet3dSlowFast: clips [N, 3, T, H, W] -> (slow map [N, 2048, T/alpha, h, w], fast map
     [N, 256, T, h, w]); the laterals live in `slow_path` as there (conv1_lateral, layer1_lateral..layer3_lateral)."""
 
-    def __init__(self, layers: tuple[int, ...], alpha: int, beta: int, fusion_kernel: int, lateral_norm: bool,
+    def __init__(self, layers: tuple[int, ...], alpha: int, fusion_kernel: int, lateral_norm: bool,
                  sampling: str, width: float):
         super().__init__()
-        fast = int(64 * width / beta)                       # the fast stem's channels; x4, x8, x16 after res2-res4
+        fast = int(64 * width / BETA)                       # the fast stem's channels; x4, x8, x16 after res2-res4
         widths = (fast, fast * 4, fast * 8, fast * 16)
         self.slow_path = Trunk(layers, width, extra=tuple(2 * c for c in widths))
-        self.fast_path = Trunk(layers, width / beta, stem_t=5, temporal=(True,) * 4)
-        for name, c in zip(("conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral"), widths):
+        self.fast_path = Trunk(layers, width / BETA, stem_t=5, temporal=((True,),) * 4)
+        for name, c in zip(LATERALS, widths):
             self.slow_path.add_module(name, Lateral(c, fusion_kernel, alpha, lateral_norm))
         self.alpha, self.sampling = alpha, sampling
 
@@ -87,14 +88,16 @@ class Joint(nn.Module):
 class SlowFast(Backbone):
     """SlowFast ResNet: MMAction2 recognizer layout (`backbone`, `cls_head`)."""
 
-    def __init__(self, layers: tuple[int, ...], num_classes: int, alpha: int, beta: int, fusion_kernel: int,
+    def __init__(self, layers: tuple[int, ...], num_classes: int, alpha: int, fusion_kernel: int,
                  lateral_norm: bool, sampling: str, width: float):
         super().__init__()
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-        self.backbone = Pathways(layers, alpha, beta, fusion_kernel, lateral_norm, sampling, width)
+        if fusion_kernel < 1 or fusion_kernel % 2 == 0:
+            raise ValueError(f"fusion_kernel must be odd (5, 7), got {fusion_kernel}")
+        self.backbone = Pathways(layers, alpha, fusion_kernel, lateral_norm, sampling, width)
         self.joint = Joint()
-        self.feature_dim = int(64 * width) * 32 + int(64 * width / beta) * 32
+        self.feature_dim = int(64 * width) * 32 + int(64 * width / BETA) * 32
         self.cls_head = Head(self.feature_dim, num_classes)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,12 +111,12 @@ class SlowFast(Backbone):
         return self.joint
 
 
-def slowfast(depth: int, num_classes: int, alpha: int = 4, fusion_kernel: int = 7, lateral_norm: bool = True,
+def slowfast(depth: int, num_classes: int, alpha: int = 4, fusion_kernel: int = 5, lateral_norm: bool = True,
              sampling: str = "linspace", width: float = 1.0) -> SlowFast:
-    """SlowFast ResNet-`depth` (50, 101) with speed ratio alpha and channel ratio 8; the defaults are PySlowFast's
-    and PyTorchVideo's 8x8 (MMAction2 files set fusion_kernel=5, lateral_norm=False, sampling=stride on loading).
-    `width` other than 1 has no published weights (tests use it to stay small)."""
-    return SlowFast(STAGES[depth], num_classes, alpha, 8, fusion_kernel, lateral_norm, sampling, width)
+    """SlowFast ResNet-`depth` (50, 101) with speed ratio alpha and channel ratio 8, fused as PySlowFast and
+    PyTorchVideo do (their files; MMAction2's set lateral_norm=False, sampling=stride on loading). `width` other
+    than 1 has no published weights (tests use it to stay small)."""
+    return SlowFast(STAGES[depth], num_classes, alpha, fusion_kernel, lateral_norm, sampling, width)
 
 
 
@@ -154,12 +157,12 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
     else:
         return ckpt
     lateral_norm = "backbone.slow_path.conv1_lateral.bn.weight" in state
-    options = {"sampling": "linspace" if lateral_norm else "stride", "lateral_norm": lateral_norm}
+    if origin == "open-mmlab/mmaction2" and ckpt.origin != origin and lateral_norm:
+        origin, norm = None, None       # our names, laterals with BN, not MMAction2's save format: gcf's re-save
+    options = {"sampling": "stride" if origin == "open-mmlab/mmaction2" else "linspace", "lateral_norm": lateral_norm}
     lateral = state.get("backbone.slow_path.conv1_lateral.conv.weight")
     if lateral is not None and lateral.ndim == 5:
         options["fusion_kernel"] = lateral.shape[2]
-    if lateral_norm and origin == "open-mmlab/mmaction2":      # gcf's own re-save of such a model
-        origin, norm = ckpt.origin, ckpt.norm
     return Checkpoint(state, origin, norm, options)
 
 
