@@ -27,6 +27,7 @@ from gcf.extract.backbones.slow import PYSLOWFAST_PARTS, PYTORCHVIDEO_PARTS, STA
 
 SAMPLINGS = ("linspace", "stride")   # PySlowFast / PyTorchVideo, MMAction2
 BETA = 8                             # the fast pathway's channels are 1/BETA of the slow one's
+LATERALS = ("conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral")   # after the stem, res2-res4
 
 
 class Lateral(nn.Module):
@@ -119,10 +120,8 @@ def slowfast(depth: int, num_classes: int, alpha: int = 4, fusion_kernel: int = 
     return SlowFast(STAGES[depth], num_classes, alpha, fusion_kernel, lateral_norm, sampling, width)
 
 
-
 # -- other repositories' names for the same layers -----------------------------------------------------------------
 
-LATERALS = ("conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral")
 _FIXED = {
     **{f"blocks.0.multipathway_blocks.{p}.{theirs}": f"backbone.{path}.conv1.{ours}"
        for p, path in enumerate(("slow_path", "fast_path")) for theirs, ours in (("conv", "conv"), ("norm", "bn"))},
