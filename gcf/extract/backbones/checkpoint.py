@@ -64,7 +64,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     counters = any(k.endswith("num_batches_tracked") for k in state)
     origin, norm = _origin(obj.get("arch"), prefixed, counters)
-    if isinstance(obj.get("meta"), dict) and "state_dict" in obj:   # mmcv / mmengine save_checkpoint
+    if origin is None and isinstance(obj.get("meta"), dict) and "state_dict" in obj:   # mmcv / mmengine's format
         origin = "open-mmlab/mmaction2"            # its input convention depends on the model: the converts say
     return Checkpoint(state, origin, norm)
 

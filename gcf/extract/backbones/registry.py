@@ -25,8 +25,8 @@ from gcf.extract.backbones.resnet import resnet
 from gcf.extract.backbones.resnet2p1d import r2plus1d
 from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
-from gcf.extract.backbones.slow import convert as slow_layouts
 from gcf.extract.backbones.slow import convert_i3d as i3d_layouts
+from gcf.extract.backbones.slow import convert_slow as slow_layouts
 from gcf.extract.backbones.slow import i3d_resnet, slow
 from gcf.extract.backbones.slowfast import convert as slowfast_layouts
 from gcf.extract.backbones.slowfast import slowfast
@@ -147,7 +147,10 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
     else:
         ckpt = read_checkpoint(weights)
         if entry.convert is not None:
-            ckpt = entry.convert(ckpt)
+            try:
+                ckpt = entry.convert(ckpt)
+            except GcfError as e:            # the file is another backbone's
+                raise GcfError(f"{weights}: {e}") from None
         options = {**_implied(name, entry, ckpt, weights, options), **options}
         if num_classes is None and entry.head_key in ckpt.state_dict:
             num_classes = ckpt.state_dict[entry.head_key].shape[0]
@@ -225,9 +228,9 @@ def _implied(name: str, entry: Entry, ckpt: Checkpoint, path: str | os.PathLike,
         elif key not in given and key in fixed and fixed[key] != value:
             fits = [n for n, e in REGISTRY.items() if getattr(e.build, "func", None) is entry.build.func
                     and e.build.args == entry.build.args and e.build.keywords.get(key) == value]
+            fix = f"use --backbone {' or '.join(fits)}" if fits else f"pass --option {key}={value}"
             raise GcfError(f"{path}: its layout implies {key}={value}, but {name} is built with {key}={fixed[key]}; "
-                           f"use --backbone {' or '.join(fits) or 'another backbone'}, or pass --option "
-                           f"{key}={value}")
+                           f"{fix}")
     return dict(ckpt.options)
 
 

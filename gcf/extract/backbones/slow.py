@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from gcf.extract.backbones.base import Backbone
+from gcf.errors import GcfError
 from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -158,16 +159,32 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
         renamed = rename_modules(state, _FIXED, r"s(\d)\.pathway0_res(\d+)", PYSLOWFAST_PARTS, "backbone.layer{}.{}",
                                  offset=-1)
         return Checkpoint(renamed, "facebookresearch/SlowFast", "slowfast")
-    if any(k.startswith("backbone.conv1.conv.") for k in state):
-        return dataclasses.replace(ckpt, origin="open-mmlab/mmaction2", norm="imagenet")
+    if ckpt.origin == "open-mmlab/mmaction2":
+        return dataclasses.replace(ckpt, norm="imagenet")
+    if any(k.startswith("backbone.conv1.conv.") for k in state):    # our names, bare: gcf's own, the entry's convention
+        return dataclasses.replace(ckpt, origin=None, norm=None)
     return ckpt
 
 
+def convert_slow(ckpt: Checkpoint) -> Checkpoint:
+    """`convert`, refusing an I3D ResNet (a 5x7x7 stem) with the backbones that take it."""
+    return _check_stem(convert(ckpt), 1, "an I3D ResNet: use --backbone i3d_r50 (PyTorchVideo, PySlowFast) or "
+                                         "i3d_r50_32x2 (MMAction2)")
+
+
 def convert_i3d(ckpt: Checkpoint) -> Checkpoint:
-    """`convert`, and the temporal stride of the file's stem: 2 in MMAction2's I3D (a file in its save format,
-    {'meta', 'state_dict'}), 1 in PyTorchVideo's and PySlowFast's; a plain state dict in our names keeps the entry's."""
-    mmaction2 = ckpt.origin == "open-mmlab/mmaction2"
-    ckpt = convert(ckpt)
-    if mmaction2 or ckpt.origin in ("facebookresearch/pytorchvideo", "facebookresearch/SlowFast"):
-        return dataclasses.replace(ckpt, options={"temporal_stride": 2 if mmaction2 else 1})
+    """`convert`, and the temporal stride of the file's stem: 2 in MMAction2's I3D (its save format, {'meta',
+    'state_dict'}, with its names), 1 in PyTorchVideo's and PySlowFast's; a bare state dict in our names keeps the
+    entry's. A Slow ResNet (a 1x7x7 stem) is refused with the backbones that take it."""
+    ckpt = _check_stem(convert(ckpt), 5, "a Slow ResNet: use --backbone slow_r50 or slow_r101")
+    if ckpt.origin in ("open-mmlab/mmaction2", "facebookresearch/pytorchvideo", "facebookresearch/SlowFast"):
+        return dataclasses.replace(ckpt, options={"temporal_stride": 2 if ckpt.origin == "open-mmlab/mmaction2" else 1})
+    return ckpt
+
+
+def _check_stem(ckpt: Checkpoint, t: int, other: str) -> Checkpoint:
+    """ckpt, or a GcfError when its stem conv's temporal kernel is not t: the file is `other`."""
+    w = ckpt.state_dict.get("backbone.conv1.conv.weight")
+    if w is not None and w.ndim == 5 and w.shape[2] != t:
+        raise GcfError(f"its stem conv is {w.shape[2]}x7x7, not {t}x7x7: {other}")
     return ckpt
