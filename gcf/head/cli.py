@@ -129,9 +129,10 @@ def eval_run(run, store, as_json):
         raise GcfError(f"{run}: the run has no clip classifier and {store} no backbone logits for its classes; "
                        "train the run again on this store")
     table = {**clip_baselines(probs, data.table, data.test), r.head.head_cfg.name: head_metrics}
-    tag = _report_tag(Path(run), Path(store).resolve(), Path(r.config["store"]))
+    where = Path(store).resolve()
+    tag = _report_tag(Path(run), where, Path(r.config["store"]))
     report, picture = Path(run) / f"eval{tag}.json", Path(run) / f"confusion{tag}.png"
-    report.write_text(json.dumps({"store": str(Path(store).resolve()), "videos": len(data.test), **table}, indent=1))
+    report.write_text(json.dumps({"store": str(where), "videos": len(data.test), **table}, indent=1))
     plot_confusion(logits.numpy(), data.table.labels[data.test], data.class_names, picture,
                    f"{r.head.head_cfg.name}: test top-1 {100 * head_metrics['top1']:.1f}%")
     if as_json:

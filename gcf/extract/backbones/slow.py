@@ -22,8 +22,8 @@ import re
 import torch
 from torch import nn
 
-from gcf.extract.backbones.base import Backbone
 from gcf.errors import GcfError
+from gcf.extract.backbones.base import Backbone
 from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -33,17 +33,20 @@ I3D = ((True,), (True, False), (True, False), (False, True))
 
 
 class ConvBN(nn.Module):
-    """mmcv's ConvModule as these models use it: bias-free conv ('same' padding), BatchNorm, optional ReLU."""
+    """mmcv's ConvModule as these models use it: bias-free conv ('same' padding), BatchNorm (unless `norm` is
+    False: MMAction2's SlowFast laterals are the bare conv), optional ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1),
-                 relu: bool = True):
+                 relu: bool = True, norm: bool = True):
         super().__init__()
         self.conv = nn.Conv3d(cin, cout, kernel, stride, tuple(k // 2 for k in kernel), bias=False)
-        self.bn = nn.BatchNorm3d(cout)
+        self.bn = nn.BatchNorm3d(cout) if norm else None
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
         return torch.relu_(x) if self.relu else x
 
 

@@ -23,24 +23,11 @@ from torch import nn
 
 from gcf.extract.backbones.base import Backbone
 from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
-from gcf.extract.backbones.slow import PYSLOWFAST_PARTS, PYTORCHVIDEO_PARTS, STAGES, Head, Trunk
+from gcf.extract.backbones.slow import PYSLOWFAST_PARTS, PYTORCHVIDEO_PARTS, STAGES, ConvBN, Head, Trunk
 
 SAMPLINGS = ("linspace", "stride")   # PySlowFast / PyTorchVideo, MMAction2
 BETA = 8                             # the fast pathway's channels are 1/BETA of the slow one's
 LATERALS = ("conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral")   # after the stem, res2-res4
-
-
-class Lateral(nn.Module):
-    """Fast -> slow fusion: a time-strided fusion_kernel x 1 x 1 conv to twice the fast channels (+ BN + ReLU)."""
-
-    def __init__(self, cin: int, kernel: int, alpha: int, norm: bool):
-        super().__init__()
-        self.conv = nn.Conv3d(cin, 2 * cin, (kernel, 1, 1), (alpha, 1, 1), (kernel // 2, 0, 0), bias=False)
-        self.bn = nn.BatchNorm3d(2 * cin) if norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return x if self.bn is None else torch.relu_(self.bn(x))
 
 
 class Pathways(nn.Module):
@@ -54,8 +41,9 @@ class Pathways(nn.Module):
         widths = (fast, fast * 4, fast * 8, fast * 16)
         self.slow_path = Trunk(layers, width, extra=tuple(2 * c for c in widths))
         self.fast_path = Trunk(layers, width / BETA, stem_t=5, temporal=((True,),) * 4)
-        for name, c in zip(LATERALS, widths):
-            self.slow_path.add_module(name, Lateral(c, fusion_kernel, alpha, lateral_norm))
+        for name, c in zip(LATERALS, widths):     # fast -> slow: time-strided conv to twice the channels (+BN+ReLU)
+            self.slow_path.add_module(name, ConvBN(c, 2 * c, (fusion_kernel, 1, 1), (alpha, 1, 1),
+                                                   relu=lateral_norm, norm=lateral_norm))
         self.alpha, self.sampling = alpha, sampling
 
     def slow_frames(self, t: int, device: torch.device) -> torch.Tensor:
