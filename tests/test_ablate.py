@@ -433,11 +433,15 @@ def test_interrupt_says_what_was_kept_and_a_diverged_clip_classifier_is_named(st
     out = tmp_path / "out"
     args = [sys.executable, "-m", "gcf", "ablate", str(store), "--grid", "dim=4,8,12,16;epochs=300", "--seeds", "2",
             "--jobs", "1", "--out", str(out)]
+    # A runner that starts the tests as a background job ignores SIGINT, and the child would inherit that and
+    # never see the Ctrl-C: give it the default disposition, as a terminal would.
     proc = subprocess.Popen(args, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list((out / "cache").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert proc.poll() is None, "the grid finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)                                    # Ctrl-C
     _, stderr = proc.communicate(timeout=120)
     kept = len(list((out / "cache").glob("*.json")))
