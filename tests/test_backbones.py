@@ -29,9 +29,11 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "r2plus1d34_ig65m8": {"width": 0.125}, "i3d": {}, "s3d": {}, "slow_r50": {"width": 0.125},
          "slow_r101": {"width": 0.125}, "x3d_xs": {}, "x3d_s": {}, "x3d_m": {}, "x3d_l": {},
          "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125},
-         "i3d_r50": {"width": 0.125}, "i3d_r50_32x2": {"width": 0.125}}
+         "i3d_r50": {"width": 0.125}, "i3d_r50_32x2": {"width": 0.125}, "r2plus1d_r34_8x8": {"width": 0.125},
+         "r2plus1d_r34_32x2": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
-            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50"]
+            "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
+            "r2plus1d_r34_8x8"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -73,6 +75,7 @@ def count_params(name: str, **options) -> int:
     ("slow_r50", {}, 32_863_896),  # PyTorchVideo's slow_r50: 32,454,096 (32.45M) with its 400 classes
     ("slow_r101", {}, 60_768_920),  # MMAction2's slowonly_r101 (60,359,120 with 400)
     ("i3d_r50", {}, 28_453_272),  # I3D R50 of all three repositories: 28,043,472 with 400
+    ("r2plus1d_r34_8x8", {}, 63_759_281 - 400 * 513 + 600 * 513),  # MMAction2's r2plus1d_r34: 63,759,281 with 400
     ("x3d_m", {}, 4_204_122),  # PySlowFast's X3D-M: 3,794,322 with 400 (3.8M; PyTorchVideo's 48 fewer, no res2 BN)
     ("x3d_l", {}, 6_563_232),  # X3D-L: 6,153,432 with 400 (6.2M)
 ])
@@ -449,6 +452,36 @@ def test_a_bare_state_dict_in_our_names_keeps_the_entrys_convention_and_stride(t
     assert loaded.spec.norm.name == norm and loaded.spec.options == SMALL[name]
 
 
+R2PLUS1D_LAYOUTS = json.loads((Path(__file__).parent / "data" / "r2plus1d_r34_layouts.json").read_text())
+
+
+def test_r2plus1d_r34_has_mmaction2s_names_widths_and_strides():
+    with torch.device("meta"):
+        ours = REGISTRY["r2plus1d_r34_32x2"].build(num_classes=400)
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == R2PLUS1D_LAYOUTS["mmaction2"]   # and order
+    eps = {n: m.eps for n, m in ours.named_modules() if isinstance(m, torch.nn.BatchNorm3d)}
+    assert eps["backbone.conv1.bn"] == 1e-3 and eps["backbone.conv1.conv.bn_s"] == 1e-5   # as MMAction2 trains them
+    with torch.no_grad():            # temporal stride 2 in res3-res5 (32 -> 4), none in the stem; space / 32
+        assert ours.feature_map(torch.empty(1, 3, 32, 224, 224, device="meta")).shape == (1, 512, 4, 7, 7)
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_r34_8x8", "r2plus1d_r34_32x2"])
+def test_r2plus1d_r34_loads_mmaction2_files_with_its_convention(tmp_path, name):
+    source = source_model("r2plus1d_r34_8x8")            # one network for both clip shapes
+    path = tmp_path / "r2plus1d.pth"
+    torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": source.state_dict()}, path)
+    loaded = build_backbone(name, path, **SMALL[name])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+    assert loaded.spec.norm.name == "imagenet" and loaded.spec.num_classes == 400
+    trained = {"r2plus1d_r34_8x8": (8, 8), "r2plus1d_r34_32x2": (32, 2)}
+    assert (loaded.spec.clip_len, loaded.spec.frame_step) == trained[name]
+    with pytest.raises(GcfError, match=r"r2plus1d.pth: does not fit r2plus1d34: .*MMAction2 R\(2\+1\)D: use --backbone "
+                                       r"r2plus1d_r34_8x8 or r2plus1d_r34_32x2"):
+        build_backbone("r2plus1d34", path)
+
+
 def test_x3d_has_pyslowfasts_names():
     with torch.device("meta"):
         model = REGISTRY["x3d_m"].build(num_classes=400)
@@ -617,7 +650,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
                "s3d": (64, 1, 224), "slow_r50": (8, 8, 224), "slow_r101": (8, 8, 224), "x3d_xs": (4, 12, 160),
                "x3d_s": (13, 6, 160), "x3d_m": (16, 5, 224), "x3d_l": (16, 5, 312), "slowfast_r50": (32, 2, 224),
                "slowfast_r50_4x16": (32, 2, 224), "slowfast_r101": (32, 2, 224), "i3d_r50": (8, 8, 224),
-               "i3d_r50_32x2": (32, 2, 224)}  # what the weights saw
+               "i3d_r50_32x2": (32, 2, 224), "r2plus1d_r34_8x8": (8, 8, 224),
+               "r2plus1d_r34_32x2": (32, 2, 224)}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

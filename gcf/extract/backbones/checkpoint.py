@@ -94,11 +94,13 @@ LAYOUTS = (
                           "or slowfast_r101"),
     ("backbone.fast_path.", "the file is an MMAction2 SlowFast: use --backbone slowfast_r50 (8x8), "
                             "slowfast_r50_4x16 or slowfast_r101"),
+    ("backbone.conv1.conv.conv_s.", "the file is an MMAction2 R(2+1)D: use --backbone r2plus1d_r34_8x8 or "
+                                    "r2plus1d_r34_32x2"),
     ("backbone.conv1.conv.", "the file is an MMAction2 ResNet3d (backbone.conv1 keys): use --backbone slow_r50 or "
                              "slow_r101 (SlowOnly), i3d_r50_32x2 (I3D)"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
-                  "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2), SlowFast (slowfast_r50, slowfast_r50_4x16, "
-                  "slowfast_r101) and X3D (x3d_s, x3d_m), not yet its other architectures"),
+                  "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2), R(2+1)D-34 (r2plus1d_r34_8x8, _32x2), "
+                  "SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101) and X3D (x3d_s, x3d_m), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
                           "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...) and X3D "
                           "(x3d_xs/s/m/l), not yet MViT"),

@@ -27,7 +27,7 @@ from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
 from gcf.extract.backbones.slow import convert_i3d as i3d_layouts
 from gcf.extract.backbones.slow import convert_slow as slow_layouts
-from gcf.extract.backbones.slow import i3d_resnet, slow
+from gcf.extract.backbones.slow import i3d_resnet, r2plus1d_mm, slow
 from gcf.extract.backbones.slowfast import convert as slowfast_layouts
 from gcf.extract.backbones.slowfast import slowfast
 from gcf.extract.backbones.shufflenet import shufflenet
@@ -91,6 +91,11 @@ REGISTRY: dict[str, Entry] = {
     "i3d_r50_32x2": Entry(partial(i3d_resnet, 50, temporal_stride=2), "imagenet", 400, "cls_head.fc_cls.weight",
                           "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth",
                           clip_len=32, input_size=224, frame_step=2, convert=i3d_layouts),
+    # MMAction2's R(2+1)D-34 (ResNet2Plus1d), one network trained on 8 frames 8 apart or 32 frames 2 apart
+    **{f"r2plus1d_r34_{frames}x{step}": Entry(partial(r2plus1d_mm, 34), "imagenet", 400, "cls_head.fc_cls.weight",
+                                              f"r2plus1d_r34_8xb8-{frames}x{step}x1-180e_kinetics400-rgb_{date}.pth",
+                                              clip_len=frames, input_size=224, frame_step=step)
+       for frames, step, date in ((8, 8, "20220812-47cfe041"), (32, 2, "20220812-4270588c"))},
     # PySlowFast's X3D (projects/x3d: x3d_xs.pyth ...; PyTorchVideo's X3D_*.pyth and MMAction2's renamed on
     # loading): one network for XS, S, M, each trained on its own clips (frames x step, crop)
     **{f"x3d_{size}": Entry(partial(x3d, depth), "slowfast", 400, "head.projection.weight", f"x3d_{size}.pyth",

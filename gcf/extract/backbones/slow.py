@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,22 +27,23 @@ from torch import nn
 from gcf.errors import GcfError
 from gcf.extract.backbones.base import Backbone
 from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
+from gcf.extract.backbones.resnet2p1d import mid_planes
 
-STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+STAGES = {34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}   # blocks per stage (34: basic blocks)
 # per stage, which blocks start with a 3x1x1 conv, the pattern repeated over the stage (MMAction2's `inflate`)
 SLOW = ((False,), (False,), (True,), (True,))
 I3D = ((True,), (True, False), (True, False), (False, True))
 
 
 class ConvBN(nn.Module):
-    """mmcv's ConvModule as these models use it: bias-free conv ('same' padding), BatchNorm (unless `norm` is
-    False: MMAction2's SlowFast laterals are the bare conv), optional ReLU."""
+    """mmcv's ConvModule as these models use it: bias-free conv ('same' padding; `conv` makes it, a Conv3d or a
+    (2+1)D pair), BatchNorm (unless `norm` is False: MMAction2's SlowFast laterals are the bare conv), optional ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1),
-                 relu: bool = True, norm: bool = True):
+                 relu: bool = True, norm: bool = True, eps: float = 1e-5, conv: type[nn.Module] = nn.Conv3d):
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, kernel, stride, tuple(k // 2 for k in kernel), bias=False)
-        self.bn = nn.BatchNorm3d(cout) if norm else None
+        self.conv = conv(cin, cout, kernel, stride, tuple(k // 2 for k in kernel), bias=False)
+        self.bn = nn.BatchNorm3d(cout, eps=eps) if norm else None
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,43 +53,86 @@ class ConvBN(nn.Module):
         return torch.relu_(x) if self.relu else x
 
 
-class Bottleneck(nn.Module):
-    """1x1x1 (3x1x1 when `temporal`) reduce, 1x3x3 with the spatial stride, 1x1x1 expand (x4), residual."""
+class Conv2plus1d(nn.Module):
+    """MMAction2's (2+1)D convolution: 1 x k x k spatial conv to Caffe2's middle width (from its own input and
+    output channels, temporal factor 3 even for a 1x1x1 kernel), BatchNorm (eps 1e-5 whatever the network's), ReLU,
+    t x 1 x 1 temporal conv."""
 
-    def __init__(self, cin: int, planes: int, stride: int, temporal: bool):
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
+                 padding: tuple[int, int, int], bias: bool = False):
         super().__init__()
-        s = (1, stride, stride)
-        self.conv1 = ConvBN(cin, planes, (3, 1, 1) if temporal else (1, 1, 1))
-        self.conv2 = ConvBN(planes, planes, (1, 3, 3), s)
-        self.conv3 = ConvBN(planes, planes * 4, (1, 1, 1), relu=False)
-        self.downsample = ConvBN(cin, planes * 4, (1, 1, 1), s, relu=False) if stride > 1 or cin != planes * 4 \
-            else None
+        (t, k, _), (st, s, _), (pt, p, _) = kernel, stride, padding
+        mid = mid_planes(cin, cout, 3, k)
+        self.conv_s = nn.Conv3d(cin, mid, (1, k, k), (1, s, s), (0, p, p), bias=bias)
+        self.bn_s = nn.BatchNorm3d(mid)
+        self.conv_t = nn.Conv3d(mid, cout, (t, 1, 1), (st, 1, 1), (pt, 0, 0), bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_t(torch.relu_(self.bn_s(self.conv_s(x))))
+
+
+class Bottleneck(nn.Module):
+    """1x1x1 (3x1x1 when `temporal`) reduce, 1x3x3 with the stride, 1x1x1 expand (x4), residual."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: tuple[int, int, int], temporal: bool,
+                 unit: Callable[..., ConvBN] = ConvBN):
+        super().__init__()
+        self.conv1 = unit(cin, planes, (3, 1, 1) if temporal else (1, 1, 1))
+        self.conv2 = unit(planes, planes, (1, 3, 3), stride)
+        self.conv3 = unit(planes, planes * 4, (1, 1, 1), relu=False)
+        self.downsample = unit(cin, planes * 4, (1, 1, 1), stride, relu=False) \
+            if stride != (1, 1, 1) or cin != planes * 4 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
         return torch.relu_(out + (x if self.downsample is None else self.downsample(x)))
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3x3 convs (1x3x3 unless `temporal`), the first with the stride, residual: ResNet-18/34's block."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: tuple[int, int, int], temporal: bool,
+                 unit: Callable[..., ConvBN] = ConvBN):
+        super().__init__()
+        kernel = (3 if temporal else 1, 3, 3)
+        self.conv1 = unit(cin, planes, kernel, stride)
+        self.conv2 = unit(planes, planes, kernel, relu=False)
+        self.downsample = unit(cin, planes, (1, 1, 1), stride, relu=False) \
+            if stride != (1, 1, 1) or cin != planes else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.conv1(x))
+        return torch.relu_(out + (x if self.downsample is None else self.downsample(x)))
+
+
 class Trunk(nn.Module):
-    """MMAction2's `backbone` (ResNet3d): stem and four stages (spatial strides 1, 2, 2, 2), widths scaled by
-    `width`; `stem_t`, `temporal` (the inflate patterns), `temporal_stride` (of the stem conv and pool) and `pool2`
-    (a 2x1x1 max pool after res2) make Slow or I3D. SlowFast builds its pathways from it, `extra` adding input
-    channels to each stage's first block (the fast pathway's lateral, concatenated to the slow one)."""
+    """MMAction2's `backbone` (ResNet3d): stem and four stages (spatial strides 1, 2, 2, 2; temporal `stage_t`) of
+    `block`s made of `unit`s, widths scaled by `width`; `stem_t`, `temporal` (the inflate patterns),
+    `temporal_stride` (of the stem conv and pool) and `pool2` (a 2x1x1 max pool after res2) make Slow, I3D or
+    R(2+1)D. SlowFast builds its pathways from it, `extra` adding input channels to each stage's first block (the
+    fast pathway's lateral, concatenated to the slow one)."""
 
     def __init__(self, layers: tuple[int, ...], width: float = 1.0, stem_t: int = 1,
                  temporal: tuple[tuple[bool, ...], ...] = SLOW, extra: tuple[int, ...] = (0, 0, 0, 0),
-                 temporal_stride: int = 1, pool2: bool = False):
+                 temporal_stride: int = 1, pool2: bool = False, block: type[nn.Module] = Bottleneck,
+                 unit: Callable[..., ConvBN] = ConvBN, stage_t: tuple[int, ...] = (1, 1, 1, 1)):
         super().__init__()
         cin = int(64 * width)
-        self.conv1 = ConvBN(3, cin, (stem_t, 7, 7), (temporal_stride, 2, 2))
+        self.conv1 = unit(3, cin, (stem_t, 7, 7), (temporal_stride, 2, 2))
         self.maxpool = nn.MaxPool3d((1, 3, 3), (temporal_stride, 2, 2), (0, 1, 1))
         self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1)) if pool2 else nn.Identity()
-        for i, (blocks, pattern, more) in enumerate(zip(layers, temporal, extra)):
+        for i, (blocks, pattern, more, t) in enumerate(zip(layers, temporal, extra, stage_t)):
             planes = int(64 * width) * 2 ** i
-            stage = [Bottleneck(cin + more if b == 0 else planes * 4, planes, 2 if i and b == 0 else 1,
-                                pattern[b % len(pattern)]) for b in range(blocks)]
+            stride = (t, 2 if i else 1, 2 if i else 1)
+            stage = [block(cin + more if b == 0 else planes * block.expansion, planes, stride if b == 0 else (1, 1, 1),
+                           pattern[b % len(pattern)], unit) for b in range(blocks)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
-            cin = planes * 4
+            cin = planes * block.expansion
+        self.out_channels = cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool2(self.layer1(self.maxpool(self.conv1(x))))
@@ -107,7 +153,7 @@ class ResNet3d(Backbone):
     def __init__(self, layers: tuple[int, ...], num_classes: int, width: float = 1.0, **trunk):
         super().__init__()
         self.backbone = Trunk(layers, width, **trunk)
-        self.feature_dim = int(64 * width) * 8 * 4
+        self.feature_dim = self.backbone.out_channels
         self.cls_head = Head(self.feature_dim, num_classes)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +176,13 @@ def i3d_resnet(depth: int, num_classes: int, temporal_stride: int = 1, width: fl
     """I3D ResNet-`depth` (50); temporal_stride 2 is MMAction2's (set on loading its files)."""
     return ResNet3d(STAGES[depth], num_classes, width, stem_t=5, temporal=I3D, temporal_stride=temporal_stride,
                     pool2=True)
+
+
+def r2plus1d_mm(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
+    """MMAction2's R(2+1)D-`depth` (34): a (2+1)D stem (1x7x7 stride 2 then 3x1x1) and max pool, basic blocks of
+    (2+1)D convs, temporal stride 2 in res3-res5, BatchNorm eps 1e-3 (its middle ones 1e-5)."""
+    return ResNet3d(STAGES[depth], num_classes, width, stem_t=3, temporal=((True,),) * 4, block=BasicBlock,
+                    unit=partial(ConvBN, eps=1e-3, conv=Conv2plus1d), stage_t=(1, 2, 2, 2))
 
 
 # -- other repositories' names for the same layers -----------------------------------------------------------------
