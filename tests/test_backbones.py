@@ -30,10 +30,11 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "slow_r101": {"width": 0.125}, "x3d_xs": {}, "x3d_s": {}, "x3d_m": {}, "x3d_l": {},
          "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125},
          "i3d_r50": {"width": 0.125}, "i3d_r50_32x2": {"width": 0.125}, "r2plus1d_r34_8x8": {"width": 0.125},
-         "r2plus1d_r34_32x2": {"width": 0.125}}
+         "r2plus1d_r34_32x2": {"width": 0.125}, "ircsn_r152": {"width": 0.125}, "ipcsn_r152": {"width": 0.125},
+         "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
-            "r2plus1d_r34_8x8"]
+            "r2plus1d_r34_8x8", "ircsn_r50"]
 
 
 def clips(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -76,6 +77,9 @@ def count_params(name: str, **options) -> int:
     ("slow_r101", {}, 60_768_920),  # MMAction2's slowonly_r101 (60,359,120 with 400)
     ("i3d_r50", {}, 28_453_272),  # I3D R50 of all three repositories: 28,043,472 with 400
     ("r2plus1d_r34_8x8", {}, 63_759_281 - 400 * 513 + 600 * 513),  # MMAction2's r2plus1d_r34: 63,759,281 with 400
+    ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
+    ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
+    ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
     ("x3d_m", {}, 4_204_122),  # PySlowFast's X3D-M: 3,794,322 with 400 (3.8M; PyTorchVideo's 48 fewer, no res2 BN)
     ("x3d_l", {}, 6_563_232),  # X3D-L: 6,153,432 with 400 (6.2M)
 ])
@@ -482,6 +486,50 @@ def test_r2plus1d_r34_loads_mmaction2_files_with_its_convention(tmp_path, name):
         build_backbone("r2plus1d34", path)
 
 
+CSN_LAYOUTS = json.loads((Path(__file__).parent / "data" / "csn_layouts.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["ircsn_r152", "ipcsn_r152"])
+def test_csn_has_mmaction2s_names_and_strides_time_in_res3_to_res5(name):
+    with torch.device("meta"):
+        ours = REGISTRY[name].build(num_classes=400)
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == CSN_LAYOUTS[f"mmaction2_{name}"]  # and order
+    assert ours.backbone.layer2[0].conv2[-1].conv.groups == 128                     # channel-separated
+    with torch.no_grad():
+        assert ours.feature_map(torch.empty(1, 3, 32, 224, 224, device="meta")).shape == (1, 2048, 4, 7, 7)
+
+
+@pytest.mark.parametrize("layout, name, norm, eps", [
+    ("mmaction2_ircsn_r152", "ircsn_r152", "imagenet", 1e-3), ("mmaction2_ipcsn_r152", "ipcsn_r152", "imagenet", 1e-3),
+    ("vmz_ircsn_r152", "ircsn_r152", "kinetics-tv", 1e-3), ("vmz_ipcsn_r152", "ipcsn_r152", "kinetics-tv", 1e-3),
+    ("pytorchvideo_csn_r101", "csn_r101", "slowfast", 1e-5)])
+def test_csn_loads_each_repositorys_files_with_their_convention(tmp_path, layout, name, norm, eps):
+    from gcf.extract.backbones.checkpoint import Checkpoint
+    from gcf.extract.backbones.slow import convert_csn
+
+    names = list(CSN_LAYOUTS[layout])
+    ours = dict(zip(convert_csn(Checkpoint({k: torch.zeros(1) for k in names}, None, None)).state_dict, names))
+    source = random_model(name, eps=eps)
+    theirs = {ours[k]: v for k, v in source.state_dict().items()}
+    path = tmp_path / "csn.pth"
+    if layout.startswith("mmaction2"):
+        torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": theirs}, path)
+    elif layout.startswith("pytorchvideo"):
+        torch.save({"model_state": theirs}, path)
+    else:
+        torch.save(theirs, path)                      # VMZ's releases: plain state dicts
+    loaded = build_backbone(name, path, **SMALL[name])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+    mode = "ip" if "ip" in layout else "ir"
+    assert loaded.spec.norm.name == norm and loaded.spec.options == {"mode": mode, "eps": eps, **SMALL[name]}
+    if mode == "ip":                                  # the ip file given as ir-CSN says which backbone takes it
+        with pytest.raises(GcfError, match=r"csn.pth: its layout implies mode=ip, but ircsn_r152 is built with "
+                                           r"mode=ir; use --backbone ipcsn_r152$"):
+            build_backbone("ircsn_r152", path, **SMALL[name])
+
+
 def test_x3d_has_pyslowfasts_names():
     with torch.device("meta"):
         model = REGISTRY["x3d_m"].build(num_classes=400)
@@ -651,7 +699,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
                "x3d_s": (13, 6, 160), "x3d_m": (16, 5, 224), "x3d_l": (16, 5, 312), "slowfast_r50": (32, 2, 224),
                "slowfast_r50_4x16": (32, 2, 224), "slowfast_r101": (32, 2, 224), "i3d_r50": (8, 8, 224),
                "i3d_r50_32x2": (32, 2, 224), "r2plus1d_r34_8x8": (8, 8, 224),
-               "r2plus1d_r34_32x2": (32, 2, 224)}  # what the weights saw
+               "r2plus1d_r34_32x2": (32, 2, 224), "ircsn_r152": (32, 2, 224), "ipcsn_r152": (32, 2, 224),
+               "ircsn_r50": (32, 2, 224), "csn_r101": (32, 2, 224)}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

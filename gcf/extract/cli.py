@@ -40,10 +40,11 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--backbone", required=True, help="Registry name: resnext101, resnet18..101, r2plus1d18..101, "
               "r2plus1d34_ig65m32, r2plus1d34_ig65m8, i3d, s3d, slow_r50, slow_r101, slowfast_r50, slowfast_r50_4x16, "
-              "slowfast_r101, i3d_r50, i3d_r50_32x2, r2plus1d_r34_8x8, r2plus1d_r34_32x2, x3d_xs, x3d_s, x3d_m, x3d_l, "
+              "slowfast_r101, i3d_r50, i3d_r50_32x2, r2plus1d_r34_8x8, r2plus1d_r34_32x2, ircsn_r152, ipcsn_r152, "
+              "ircsn_r50, csn_r101, x3d_xs, x3d_s, x3d_m, x3d_l, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
 @click.option("--weights", metavar="PATH|random",
-              help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs, MMAction2, PySlowFast, PyTorchVideo or "
+              help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs, MMAction2, PySlowFast, PyTorchVideo, VMZ or "
                    "a plain state dict), or 'random' "
                    "(tests and demos only: seeded, the seed is recorded in the store) "
                    "[default: the backbone's published file in --weights-dir].")
@@ -60,15 +61,15 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
 @click.option("--clip-len", type=click.IntRange(1),
               help="Frames per clip (default: the backbone's: 16; ig65m 32/8, i3d and s3d 64, slow 8, i3d_r50 8/32, "
-                   "slowfast 32, r2plus1d_r34 8/32).")
+                   "slowfast and csn 32, r2plus1d_r34 8/32).")
 @click.option("--frame-step", type=click.IntRange(1),
               help="Take every N-th frame into a clip (PySlowFast's sampling rate, MMAction2's frame_interval; "
-                   "default: the backbone's: 1; slow and i3d_r50 8, slowfast 2, x3d 5-12, r2plus1d_r34 8/2).")
+                   "default: the backbone's: 1; slow and i3d_r50 8, slowfast and csn 2, x3d 5-12, r2plus1d_r34 8/2).")
 @click.option("--stride", type=click.IntRange(1),
               help="Frames between clip starts (default: clip length x frame step, clips side by side).")
 @click.option("--size", type=click.IntRange(1),
               help="Square crop side in pixels (default: the backbone's: 112; i3d, s3d, slow, slowfast, i3d_r50, "
-                   "r2plus1d_r34 224).")
+                   "r2plus1d_r34, csn 224).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Clips per batch.")
 @click.option("--workers", type=click.IntRange(1), help="Decoder processes (default: usable cores - 1, at most 16).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

@@ -94,20 +94,24 @@ LAYOUTS = (
                           "or slowfast_r101"),
     ("backbone.fast_path.", "the file is an MMAction2 SlowFast: use --backbone slowfast_r50 (8x8), "
                             "slowfast_r50_4x16 or slowfast_r101"),
+    ("layer1.0.conv3.0.", "the file is a VMZ CSN: use --backbone ircsn_r152 or ipcsn_r152"),
+    ("backbone.layer1.0.conv2.0.conv.", "the file is a CSN: use --backbone ircsn_r152, ipcsn_r152 or ircsn_r50 "
+                                        "(MMAction2, VMZ) or csn_r101 (PyTorchVideo)"),
     ("backbone.conv1.conv.conv_s.", "the file is an MMAction2 R(2+1)D: use --backbone r2plus1d_r34_8x8 or "
                                     "r2plus1d_r34_32x2"),
     ("backbone.conv1.conv.", "the file is an MMAction2 ResNet3d (backbone.conv1 keys): use --backbone slow_r50 or "
                              "slow_r101 (SlowOnly), i3d_r50_32x2 (I3D)"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2), R(2+1)D-34 (r2plus1d_r34_8x8, _32x2), "
-                  "SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101) and X3D (x3d_s, x3d_m), not yet its other architectures"),
+                  "CSN (ircsn_r152, ipcsn_r152, ircsn_r50), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101) "
+                  "and X3D (x3d_s, x3d_m), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
                           "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...) and X3D "
                           "(x3d_xs/s/m/l), not yet MViT"),
     ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
                   "i3d_r50 (I3D_8x8_R50.pyth), "
-                  "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth) and x3d_xs/s/m/l (X3D_*.pyth), not yet its other "
-                  "models (docs/backbones.md)"),
+                  "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth), csn_r101 (CSN_32x2_R101.pyth) and x3d_xs/s/m/l "
+                  "(X3D_*.pyth), not yet its other models (docs/backbones.md)"),
 )
 
 

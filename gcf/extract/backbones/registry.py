@@ -27,7 +27,8 @@ from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
 from gcf.extract.backbones.slow import convert_i3d as i3d_layouts
 from gcf.extract.backbones.slow import convert_slow as slow_layouts
-from gcf.extract.backbones.slow import i3d_resnet, r2plus1d_mm, slow
+from gcf.extract.backbones.slow import convert_csn as csn_layouts
+from gcf.extract.backbones.slow import csn, i3d_resnet, r2plus1d_mm, slow
 from gcf.extract.backbones.slowfast import convert as slowfast_layouts
 from gcf.extract.backbones.slowfast import slowfast
 from gcf.extract.backbones.shufflenet import shufflenet
@@ -96,6 +97,19 @@ REGISTRY: dict[str, Entry] = {
                                               f"r2plus1d_r34_8xb8-{frames}x{step}x1-180e_kinetics400-rgb_{date}.pth",
                                               clip_len=frames, input_size=224, frame_step=step)
        for frames, step, date in ((8, 8, "20220812-47cfe041"), (32, 2, "20220812-4270588c"))},
+    # CSN (channel-separated ResNets), 32 frames 2 apart: MMAction2's IG-65M -> Kinetics-400 files (ir r152 and r50,
+    # VMZ's ip r152 converted), VMZ's PyTorch-port files and PyTorchVideo's CSN_32x2_R101.pyth, renamed on loading
+    "ircsn_r152": Entry(partial(csn, 152, mode="ir"), "imagenet", 400, "cls_head.fc_cls.weight",
+                        "ircsn_ig65m-pretrained-r152_8xb12-32x2x1-58e_kinetics400-rgb_20220811-c7a3cc5b.pth",
+                        clip_len=32, input_size=224, frame_step=2, convert=csn_layouts),
+    "ipcsn_r152": Entry(partial(csn, 152, mode="ip"), "imagenet", 400, "cls_head.fc_cls.weight",
+                        "vmz_ipcsn_ig65m_pretrained_r152_32x2x1_58e_kinetics400_rgb_20210617-c3be9793.pth",
+                        clip_len=32, input_size=224, frame_step=2, convert=csn_layouts),
+    "ircsn_r50": Entry(partial(csn, 50, mode="ir"), "imagenet", 400, "cls_head.fc_cls.weight",
+                       "ircsn_ig65m-pretrained-r50-bnfrozen_8xb12-32x2x1-58e_kinetics400-rgb_20220811-44395bae.pth",
+                       clip_len=32, input_size=224, frame_step=2, convert=csn_layouts),
+    "csn_r101": Entry(partial(csn, 101, mode="ir", eps=1e-5), "slowfast", 400, "cls_head.fc_cls.weight",
+                      "CSN_32x2_R101.pyth", clip_len=32, input_size=224, frame_step=2, convert=csn_layouts),
     # PySlowFast's X3D (projects/x3d: x3d_xs.pyth ...; PyTorchVideo's X3D_*.pyth and MMAction2's renamed on
     # loading): one network for XS, S, M, each trained on its own clips (frames x step, crop)
     **{f"x3d_{size}": Entry(partial(x3d, depth), "slowfast", 400, "head.projection.weight", f"x3d_{size}.pyth",

@@ -8,10 +8,14 @@
   2x1x1 max pool after res2, and the 3x1x1 reduce on alternate blocks (res2 all, res3 and res4 0, 2, ..., res5 the
   middle one). MMAction2's I3D also strides the stem conv and pool by 2 in time (`temporal_stride=2`, its 32x2
   clips); PyTorchVideo's and PySlowFast's (8x8 clips) do not. Both end at 4 time steps.
+- R(2+1)D-34 (`ResNet2Plus1d`): basic blocks whose every conv, the stem's and the shortcuts' too, is a (2+1)D pair.
+- ir-CSN / ip-CSN ResNet-50/101/152 (`ResNet3dCSN`, Tran et al. 2019): depthwise 3x3x3 convs in the bottlenecks.
+  R(2+1)D and CSN stride res3-res5 by 2 in time.
 
-The same networks' PyTorchVideo (`slow_r50`, `i3d_r50` on torch.hub: `blocks.1.res_blocks.0.branch2.conv_a`) and
-PySlowFast (`s2.pathway0_res0.branch2.a`) state dicts are renamed into these names on loading (`convert`). Bottleneck
-blocks have the spatial stride on the 1x3x3 conv in all three repositories.
+The same networks' PyTorchVideo (`slow_r50`, `i3d_r50`, `csn_r101` on torch.hub:
+`blocks.1.res_blocks.0.branch2.conv_a`), PySlowFast (`s2.pathway0_res0.branch2.a`) and VMZ (CSN: `layer1.0.conv2.0`)
+state dicts are renamed into these names on loading (`convert`, `convert_csn`). Bottleneck blocks have the spatial
+stride on the 1x3x3 conv in all three repositories.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from gcf.extract.backbones.base import Backbone
 from gcf.extract.backbones.checkpoint import Checkpoint, rename_modules
 from gcf.extract.backbones.resnet2p1d import mid_planes
 
-STAGES = {34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}   # blocks per stage (34: basic blocks)
+STAGES = {34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}   # blocks per stage
 # per stage, which blocks start with a 3x1x1 conv, the pattern repeated over the stage (MMAction2's `inflate`)
 SLOW = ((False,), (False,), (True,), (True,))
 I3D = ((True,), (True, False), (True, False), (False, True))
@@ -80,14 +84,33 @@ class Bottleneck(nn.Module):
                  unit: Callable[..., ConvBN] = ConvBN):
         super().__init__()
         self.conv1 = unit(cin, planes, (3, 1, 1) if temporal else (1, 1, 1))
-        self.conv2 = unit(planes, planes, (1, 3, 3), stride)
+        self.conv2 = self.middle(planes, stride, unit)
         self.conv3 = unit(planes, planes * 4, (1, 1, 1), relu=False)
         self.downsample = unit(cin, planes * 4, (1, 1, 1), stride, relu=False) \
             if stride != (1, 1, 1) or cin != planes * 4 else None
 
+    def middle(self, planes: int, stride: tuple[int, int, int], unit: Callable[..., ConvBN]) -> nn.Module:
+        return unit(planes, planes, (1, 3, 3), stride)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
         return torch.relu_(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class CSNBottleneck(Bottleneck):
+    """ir-CSN's (interaction-reduced) bottleneck: the middle conv is a depthwise 3x3x3 with the stride, in time too
+    (`conv2.0`); ip-CSN's (`preserve`) puts a 1x1x1 conv + BN, without ReLU, before it (`conv2.0`, `conv2.1`)."""
+
+    preserve = False
+
+    def middle(self, planes: int, stride: tuple[int, int, int], unit: Callable[..., ConvBN]) -> nn.Module:
+        pointwise = [unit(planes, planes, (1, 1, 1), relu=False)] if self.preserve else []
+        depthwise = unit(planes, planes, (3, 3, 3), stride, conv=partial(nn.Conv3d, groups=planes))
+        return nn.Sequential(*pointwise, depthwise)
+
+
+class IPCSNBottleneck(CSNBottleneck):
+    preserve = True
 
 
 class BasicBlock(nn.Module):
@@ -185,6 +208,16 @@ def r2plus1d_mm(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
                     unit=partial(ConvBN, eps=1e-3, conv=Conv2plus1d), stage_t=(1, 2, 2, 2))
 
 
+def csn(depth: int, num_classes: int, mode: str = "ir", eps: float = 1e-3, width: float = 1.0) -> ResNet3d:
+    """ir-CSN or ip-CSN ResNet-`depth` (50, 101, 152; Tran et al. 2019): a 3x7x7 stem and max pool, channel-separated
+    bottlenecks, temporal stride 2 in res3-res5. BatchNorm eps 1e-3 (MMAction2, VMZ) or 1e-5 (PyTorchVideo)."""
+    if mode not in ("ir", "ip"):
+        raise ValueError(f"mode must be ir or ip, got {mode!r}")
+    return ResNet3d(STAGES[depth], num_classes, width, stem_t=3, temporal=((False,),) * 4,
+                    block=CSNBottleneck if mode == "ir" else IPCSNBottleneck, unit=partial(ConvBN, eps=eps),
+                    stage_t=(1, 2, 2, 2))
+
+
 # -- other repositories' names for the same layers -----------------------------------------------------------------
 
 # a bottleneck's parts in PyTorchVideo's and PySlowFast's names -> ours (SlowFast's pathways use them too)
@@ -224,7 +257,7 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
 
 def convert_slow(ckpt: Checkpoint) -> Checkpoint:
     """`convert`, refusing an I3D ResNet (a 5x7x7 stem) with the backbones that take it."""
-    return _check_stem(convert(ckpt), 1, "an I3D ResNet: use --backbone i3d_r50 (PyTorchVideo, PySlowFast) or "
+    return _check_stem(convert(ckpt), 1, 5, "an I3D ResNet: use --backbone i3d_r50 (PyTorchVideo, PySlowFast) or "
                                          "i3d_r50_32x2 (MMAction2)")
 
 
@@ -232,15 +265,48 @@ def convert_i3d(ckpt: Checkpoint) -> Checkpoint:
     """`convert`, and the temporal stride of the file's stem: 2 in MMAction2's I3D (its save format, {'meta',
     'state_dict'}, with its names), 1 in PyTorchVideo's and PySlowFast's; a bare state dict in our names keeps the
     entry's. A Slow ResNet (a 1x7x7 stem) is refused with the backbones that take it."""
-    ckpt = _check_stem(convert(ckpt), 5, "a Slow ResNet: use --backbone slow_r50 or slow_r101")
+    ckpt = _check_stem(convert(ckpt), 5, 1, "a Slow ResNet: use --backbone slow_r50 or slow_r101")
     if ckpt.origin in ("open-mmlab/mmaction2", "facebookresearch/pytorchvideo", "facebookresearch/SlowFast"):
         return dataclasses.replace(ckpt, options={"temporal_stride": 2 if ckpt.origin == "open-mmlab/mmaction2" else 1})
     return ckpt
 
 
-def _check_stem(ckpt: Checkpoint, t: int, other: str) -> Checkpoint:
-    """ckpt, or a GcfError when its stem conv's temporal kernel is not t: the file is `other`."""
+def _check_stem(ckpt: Checkpoint, t: int, other_t: int, other: str) -> Checkpoint:
+    """ckpt, or a GcfError when its stem conv is other_t x 7 x 7 instead of t x 7 x 7: the file is `other` (other
+    stems, a CSN's 3x7x7, fail to load listing the differences)."""
     w = ckpt.state_dict.get("backbone.conv1.conv.weight")
-    if w is not None and w.ndim == 5 and w.shape[2] != t:
-        raise GcfError(f"its stem conv is {w.shape[2]}x7x7, not {t}x7x7: {other}")
+    if w is not None and w.ndim == 5 and w.shape[2] == other_t:
+        raise GcfError(f"its stem conv is {other_t}x7x7, not {t}x7x7: {other}")
+    return ckpt
+
+
+# CSN: VMZ's PyTorch port (torchvision's VideoResNet names: stem.0, layer1.0.conv1.0, fc) and PyTorchVideo's create_csn
+_CSN_FIXED = {"stem.0": "backbone.conv1.conv", "stem.1": "backbone.conv1.bn", "fc": "cls_head.fc_cls", **_FIXED}
+_VMZ_PARTS = {"conv1.0": "conv1.conv", "conv1.1": "conv1.bn", "conv3.0": "conv3.conv", "conv3.1": "conv3.bn",
+              "downsample.0": "downsample.conv", "downsample.1": "downsample.bn"}
+_VMZ_IR = {**_VMZ_PARTS, "conv2.0": "conv2.0.conv", "conv2.1": "conv2.0.bn"}
+_VMZ_IP = {**_VMZ_PARTS, "conv2.0.0": "conv2.0.conv", "conv2.0.1": "conv2.0.bn", "conv2.0.2": "conv2.1.conv",
+           "conv2.1": "conv2.1.bn"}     # VMZ's conv2.1 is the BatchNorm after the depthwise conv
+_PTV_CSN = {**PYTORCHVIDEO_PARTS, "branch2.conv_b": "conv2.0.conv", "branch2.norm_b": "conv2.0.bn"}
+
+
+def convert_csn(ckpt: Checkpoint) -> Checkpoint:
+    """A VMZ or PyTorchVideo CSN state dict in MMAction2's names, with the options its layout implies (ir or ip from
+    the keys; BatchNorm eps 1e-3 for MMAction2 and VMZ, 1e-5 for PyTorchVideo) and its repository's input convention
+    (VMZ: torchvision's Kinetics statistics; PyTorchVideo: 0.45 / 0.225; MMAction2: ImageNet's, as its IG-65M
+    configs). A bare state dict in our names keeps the entry's eps and convention."""
+    state = ckpt.state_dict
+    if "stem.0.weight" in state and "layer1.0.conv3.0.weight" in state:
+        ip = "layer1.0.conv2.0.2.weight" in state
+        state = rename_modules(state, _CSN_FIXED, r"layer(\d)\.(\d+)", _VMZ_IP if ip else _VMZ_IR,
+                               "backbone.layer{}.{}")
+        return Checkpoint(state, "facebookresearch/VMZ", "kinetics-tv", {"mode": "ip" if ip else "ir", "eps": 1e-3})
+    if "blocks.0.conv.weight" in state and "blocks.5.proj.weight" in state:
+        state = rename_modules(state, _CSN_FIXED, r"blocks\.(\d)\.res_blocks\.(\d+)", _PTV_CSN, "backbone.layer{}.{}")
+        return Checkpoint(state, "facebookresearch/pytorchvideo", "slowfast", {"mode": "ir", "eps": 1e-5})
+    mode = {"mode": "ip" if "backbone.layer1.0.conv2.1.conv.weight" in state else "ir"}
+    if ckpt.origin == "open-mmlab/mmaction2":
+        return dataclasses.replace(ckpt, norm="imagenet", options={**mode, "eps": 1e-3})
+    if "backbone.layer1.0.conv2.0.conv.weight" in state:        # our names, bare: gcf's own
+        return dataclasses.replace(ckpt, origin=None, norm=None, options=mode)
     return ckpt
