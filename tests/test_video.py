@@ -1,3 +1,4 @@
+import fractions
 import re
 import shutil
 
@@ -264,3 +265,24 @@ def test_frames_a_recovering_decoder_emits_late_are_put_back_in_order(square):
     for order in ([0, 1, 2, 5, 3, 6, 4, 7, 8], [*range(29), 30, 31, 32, 33, 34, 29, 35]):    # up to 5 late
         placed = list(reader._positioned(SimpleNamespace(pts=int(index.pts[i])) for i in order))
         assert [position for position, _ in placed] == sorted(order)
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_a_variable_rate_video_with_b_frames_and_long_gaps_keeps_its_frame_times(tmp_path, ext):
+    """Screen recorders and motion-triggered cameras: frames seconds apart, reordered (B-frames) around the gaps;
+    a frame arriving seconds after its time is not a timestamp restart."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("needs libx264 (B-frames)")
+    ms = [0, 33, 66, 100, 5100, 5133, 5166] + [12000 + 33 * i for i in range(9)] + [20000 + 33 * i for i in range(16)]
+    path = tmp_path / f"gaps.{ext}"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = fractions.Fraction(1, 1000)
+        for i, t in enumerate(ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    clips = list(iter_clips(path))
+    assert [t for c in clips for t in (c.start_s, c.end_s)] == pytest.approx([0.0, 20.0, 20.0, 20.528])

@@ -128,14 +128,17 @@ def index_video(path: str | Path) -> VideoIndex:
     return VideoIndex(meta, times, pts, rotation, fmt in SEEKABLE and single)
 
 
-def _ordered_pts(pts: list[int | None], base: float, jump_s: float = 1.0) -> np.ndarray | None:
-    """The packets' pts sorted, when they place frames: every packet has one, no two are equal, and none falls
-    more than `jump_s` behind an earlier one (B-frame reordering is a few frames; more is a timestamp restart,
-    as in concatenated MPEG-TS segments). Else None."""
+def _ordered_pts(pts: list[int | None], base: float, reorder: int = 16) -> np.ndarray | None:
+    """The packets' pts sorted, when they place frames: every packet has one, no two are equal, and none arrives
+    more than `reorder` places after its place in time (B-frame reordering is bounded by the decoder's 16-frame
+    buffer, however long the frames last: a gap of seconds in a variable-rate recording is no restart; more is a
+    timestamp restart, as in concatenated MPEG-TS segments). Else None."""
     if not base or None in pts:
         return None
     order = np.asarray(pts, np.int64)
-    if (np.maximum.accumulate(order) - order).max() * base > jump_s:
+    place = np.empty(len(order), np.int64)
+    place[np.argsort(order, kind="stable")] = np.arange(len(order))
+    if (np.arange(len(order)) - place).max() > reorder:
         return None
     pts = np.sort(order)
     return pts if (np.diff(pts) > 0).all() else None
