@@ -8,7 +8,8 @@ from pathlib import PurePosixPath
 from typing import Iterable
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-                              ".3gp", ".ogv", ".ts", ".mts", ".vob"})
+                              ".3gp", ".3g2", ".ogv", ".ts", ".mts", ".m2ts", ".vob", ".mxf", ".dv", ".asf", ".f4v",
+                              ".gif"})
 
 
 def base_id(video_id: str) -> str:

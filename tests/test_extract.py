@@ -422,3 +422,17 @@ def test_a_hung_decoder_is_killed_and_only_its_video_fails(synth_videos):
             pool.release()
     assert reports[0] == Failed(0, "decoder stalled (no progress for 1 s; killed)")
     assert reports[1:] == [Done(1)]             # the video queued behind it went to the fresh worker
+
+
+def test_a_file_of_another_folder_with_a_stored_id_is_named_not_silently_skipped(tmp_path):
+    """IMG_0001.MOV from two camera folders, given one after the other: one id; the second is said to be skipped."""
+    first = make_video(tmp_path / "100APPLE" / "IMG_0001.mp4", 20, seed=1)
+    second = make_video(tmp_path / "101APPLE" / "IMG_0001.mp4", 20, seed=2)
+    run_gcf("extract", *TINY, first, cwd=tmp_path)
+    again = run_gcf("extract", *TINY, second, cwd=tmp_path)
+    assert "1 skipped (already in the store)" in again.stdout
+    assert (f"1 skipped videos are other files than the ones the store holds under their ids (first: {second} is "
+            f"id 'IMG_0001', stored from {first})") in again.stderr
+    assert "other files" not in run_gcf("extract", *TINY, first, cwd=tmp_path).stderr     # a plain resume
+    both = run_gcf("extract", *TINY, first, second, "-o", "both.zarr", cwd=tmp_path, check=False)
+    assert both.returncode == 2 and "give the folder holding both" in both.stderr

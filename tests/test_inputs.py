@@ -179,3 +179,19 @@ def test_list_with_no_video_on_disk_asks_for_the_root(tmp_path):
     files = [write(lists / "brush_hair_test_split1.txt", "a.avi 1\n")]
     with pytest.raises(GcfError, match="none of its 1 videos exists under .*--root"):
         discover(files)
+
+
+def test_a_video_of_any_container_given_directly_is_a_video_and_camera_extensions_are_found(synth_videos, tmp_path):
+    src = synth_videos / "class_0" / "vid_000.mp4"
+    odd = tmp_path / "take.xyz"                       # a binary file of an unknown extension: not a list
+    shutil.copy(src, odd)
+    assert discover(odd).items == [VideoItem(str(odd), "take", None, "")]
+    for name in ("cam/a.M2TS", "cam/b.mxf", "cam/c.3g2", "cam/d.gif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(src, tmp_path / name)
+    assert [i.video_id for i in discover(tmp_path / "cam").items] == ["a", "b", "c", "d"]
+    assert [c.start_frame for c in iter_clips(odd)] == [c.start_frame for c in iter_clips(src)]
+    latin = tmp_path / "list.csv"
+    latin.write_bytes("caf\xe9.mp4,walk\n".encode("latin-1"))
+    with pytest.raises(GcfError, match=r"list.csv: not UTF-8 text; save the list as UTF-8"):
+        discover(latin)

@@ -46,6 +46,8 @@ SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "
 UCF_LIST = re.compile(r"(train|test)list\d+\.txt$")
 HMDB_LIST = re.compile(r"(.+)_test_split\d+\.txt$")
 
+LIST_EXTENSIONS = frozenset({".csv", ".txt", ".lst", ".list", ".tsv"})   # a list, never a video
+
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +89,9 @@ def discover(inputs: str | Path | Sequence[str | Path], root: str | Path | None 
             items += _from_folder(path)
         elif not path.is_file():
             raise GcfError(f"{path}: no such file or folder; give a video folder, a video, a CSV/list or split files")
-        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+        elif path.suffix.lower() in VIDEO_EXTENSIONS or not _is_text(path):   # a video of any container
+            if path.suffix.lower() in LIST_EXTENSIONS:
+                raise GcfError(f"{path}: not UTF-8 text; save the list as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
             items.append(VideoItem(str(path), path.stem, None))
         else:
             base = Path(root) if root is not None else path.parent
@@ -103,8 +107,9 @@ def discover(inputs: str | Path | Sequence[str | Path], root: str | Path | None 
     items.sort(key=lambda item: item.video_id)
     for a, b in zip(items, items[1:]):
         if a.video_id == b.video_id:
-            raise GcfError(f"video id '{a.video_id}' occurs twice ({a.path} and {b.path}); "
-                           f"give each video once (one split file per split, not several)")
+            raise GcfError(f"video id '{a.video_id}' occurs twice ({a.path} and {b.path}); give each video once "
+                           f"(one split file per split, not several); for two files of one name in different "
+                           f"folders give the folder holding both (ids are paths relative to it)")
     labels = {item.label for item in items if item.label is not None}
     if class_order and labels <= set(class_order):
         return Dataset(items, tuple(class_order))
@@ -119,7 +124,7 @@ def _from_folder(folder: Path) -> list[VideoItem]:
     items = {}
     for base, paths in by_id.items():
         if len(paths) > 1:
-            log.warning("%s: %d files differ only in extension (%s); both are extracted, as %s", folder / base,
+            log.warning("%s: %d files differ only in extension (%s); all are extracted, as %s", folder / base,
                         len(paths), ", ".join(p.suffix for p in paths), ", ".join(base + p.suffix for p in paths))
         for path in paths:
             parts = path.relative_to(folder).parts
@@ -149,6 +154,18 @@ def _apply_labels(labels_csv: Path, folder: Path, items: dict[str, VideoItem]) -
         for video_id in matches or [video]:
             path = items[video_id].path if matches else str(folder / video)
             items[video_id] = VideoItem(path, video_id, label, split)
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file reads as UTF-8 text without NUL bytes (a list or CSV), judged from its first 64 KiB."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:          # not just a character cut at the end of the sample
+            return False
+    return b"\0" not in head
 
 
 def _from_file(path: Path, base: Path) -> tuple[list[VideoItem], list[str]]:

@@ -32,7 +32,7 @@ from gcf.extract import backbone_spec, build_backbone, check_geometry
 from gcf.extract.inputs import VideoItem, discover
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Done, Failed, Started, Task
 from gcf.sampling import check_sampling
-from gcf.store import StoreMeta, StoreWriter, VideoInfo, open_store, remove_store
+from gcf.store import StoreMeta, StoreReader, StoreWriter, VideoInfo, open_store, remove_store
 
 log = logging.getLogger("gcf.extract")
 
@@ -137,10 +137,25 @@ def extract(config: ExtractConfig) -> ExtractSummary:
             if todo:
                 _Run(config, model, meta, writer, todo, dataset.class_names, summary).run(pool)
     if summary.skipped:
-        failed = open_store(config.output).failed
-        summary.earlier_failed = {i.video_id: failed[i.video_id] for i in items
-                                  if i.video_id in failed and i.video_id not in summary.failed}
+        store = open_store(config.output)
+        summary.earlier_failed = {i.video_id: store.failed[i.video_id] for i in items
+                                  if i.video_id in store.failed and i.video_id not in summary.failed}
+        _warn_other_files(store, [i for i in items if i.video_id in done])
     return summary
+
+
+def _warn_other_files(store: StoreReader, skipped: list[VideoItem]) -> None:
+    """Warn when a skipped video's id is in the store from another file that still exists: two videos, one id
+    (IMG_0001.MOV of two camera folders given one after the other), the second never extracted."""
+    clashes = [(item, source) for item in skipped if os.path.isfile(item.path)
+               and (source := store.info(item.video_id).source) != item.path and os.path.isfile(source)
+               and not os.path.samefile(source, item.path)]
+    if clashes:
+        item, source = clashes[0]
+        log.warning("%d skipped videos are other files than the ones the store holds under their ids (first: %s "
+                    "is id '%s', stored from %s) and were not extracted; give the folder holding both (ids are "
+                    "paths relative to it) or a list file, or extract into another store", len(clashes), item.path,
+                    item.video_id, source)
 
 
 class Geometry(NamedTuple):
