@@ -199,6 +199,34 @@ def test_damaged_files_raise_video_error_naming_the_file(synth_videos, tmp_path,
         probe(tmp_path / "vanished.mp4")
 
 
+@READERS
+def test_a_very_wide_video_is_decoded_one_clip_at_a_time(tmp_path, monkeypatch, limit):
+    """A 40:1 frame resized to a 112 px short side is 4480 px wide: a window of 128 frames would be 190 MB."""
+    from gcf.extract import video
+    write_video(tmp_path / "wide.mp4", (np.full((6, 240, 3), 20 * t % 250, np.uint8) for t in range(80)), 25,
+                pick_codec())
+    reads = []
+    for reader in (video._DecordReader, video._StreamReader):
+        read = reader.read
+        monkeypatch.setattr(reader, "read", lambda self, i, read=read: reads.append(len(i)) or read(self, i))
+    clips = list(iter_clips(tmp_path / "wide.mp4", readahead_limit=limit))
+    assert len(clips) == 5 and max(reads) == 16 and clips[2].frames.shape == (16, 112, 112, 3)
+    levels = [int(c.frames[0].mean()) for c in clips]                 # frame t is grey 20 * t % 250 (~codec)
+    assert np.allclose(levels, [0, 70, 140, 210, 30], atol=4), levels
+
+
+def test_an_mp4_cut_before_or_inside_its_index_says_truncated(tmp_path):
+    data = make_video(tmp_path / "full.mp4", 60, seed=1).read_bytes()     # moov last, as cameras write it
+    for frac in (0.3, 0.9):
+        cut = tmp_path / f"cut{frac}.mp4"
+        cut.write_bytes(data[:int(len(data) * frac)])
+        with pytest.raises(VideoError, match=re.escape(f"{cut}: truncated: its index (the MP4/MOV moov box")):
+            probe(cut)
+    (tmp_path / "text.mp4").write_text("ftyp is not first\n" * 10)
+    with pytest.raises(VideoError, match="cannot open as video"):
+        probe(tmp_path / "text.mp4")
+
+
 def write_tracks(path, sizes, n=40, title=None, codec=None):
     """A file with one video track per (width, height), each frame a flat grey of its track's level."""
     with av.open(str(path), "w") as out:

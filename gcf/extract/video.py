@@ -111,6 +111,9 @@ def index_video(path: str | Path) -> VideoIndex:
         if first is None:
             raise VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
+        if _cut_iso(path):
+            raise VideoError(f"{path}: truncated: its index (the MP4/MOV moov box, written last) is missing or cut "
+                             "off; copy or download it again") from None
         raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
     n = len(pts)
     if n == 0 or not rate > 0 or not np.isfinite(rate):
@@ -142,6 +145,24 @@ def _ordered_pts(pts: list[int | None], base: float, reorder: int = 16) -> np.nd
         return None
     pts = np.sort(order)
     return pts if (np.diff(pts) > 0).all() else None
+
+
+def _cut_iso(path: str) -> bool:
+    """Whether `path` is an ISO media file (ftyp first) whose moov box, the index that cameras and FFmpeg write
+    last, is missing or runs past the end of the file: a copy or recording cut off."""
+    with open(path, "rb") as f:
+        end, at, kinds = os.fstat(f.fileno()).st_size, 0, []
+        while at + 8 <= end:
+            f.seek(at)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1 and len(head) == 16:                # a 64-bit size follows the type
+                size = int.from_bytes(head[8:16], "big")
+            if size < 8:                                     # 0: the box runs to the end of the file
+                break
+            kinds.append(kind)
+            at += size
+    return kinds[:1] == [b"ftyp"] and (b"moov" not in kinds or (kinds[-1] == b"moov" and at > end))
 
 
 def _open_av(path: str) -> av.container.InputContainer:
@@ -179,7 +200,8 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int | None = None, 
     A clip is `clip_len` frames, `frame_step` apart (PySlowFast's sampling rate, MMAction2's frame_interval),
     starting every `stride` frames (default clip_len * frame_step: clips side by side).
 
-    `window`: frames decoded per step (memory bound). `threads`: decoder threads (0 = auto; 1 by default because
+    `window`: frames decoded per step (memory bound; proportionally fewer, down to one clip, for frames wider than
+    2:1, whose resized size grows with their aspect ratio: a 32:9 panorama at 112 px is 398 px wide). `threads`: decoder threads (0 = auto; 1 by default because
     the pipeline runs one decoder per worker process). `readahead_limit`: bytes decord's read-ahead may take
     (file size + 2 KB per frame) before PyAV's sequential decoder is used instead. `index`: the video's
     index_video(), when the caller already has it.
@@ -205,7 +227,8 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int | None = None, 
     reader = reader or _StreamReader(path, width, height, threads, index)
     crop = ((height - size) // 2, (width - size) // 2, size)
     starts = list(clip_starts(meta.n_frames, clip_len, stride, frame_step))
-    per_window = max(1, window // max(stride, clip_len * frame_step))
+    frames = window * 2 * size * size // (width * height)   # window frames of up to 2:1; fewer of wider ones
+    per_window = max(1, frames // max(stride, clip_len * frame_step))
     for i in range(0, len(starts), per_window):
         try:
             clips = _window(reader, index, starts[i:i + per_window], clip_len, frame_step, crop)
