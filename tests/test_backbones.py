@@ -31,7 +31,7 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125},
          "i3d_r50": {"width": 0.125}, "i3d_r50_32x2": {"width": 0.125}, "r2plus1d_r34_8x8": {"width": 0.125},
          "r2plus1d_r34_32x2": {"width": 0.125}, "ircsn_r152": {"width": 0.125}, "ipcsn_r152": {"width": 0.125},
-         "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}}
+         "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}, "c3d": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -80,6 +80,7 @@ def count_params(name: str, **options) -> int:
     ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
+    ("c3d", {}, 78_409_573 - 101 * 4097 + 600 * 4097),  # MMAction2's C3D metafile: 78,409,573 with UCF-101's 101
     ("x3d_m", {}, 4_204_122),  # PySlowFast's X3D-M: 3,794,322 with 400 (3.8M; PyTorchVideo's 48 fewer, no res2 BN)
     ("x3d_l", {}, 6_563_232),  # X3D-L: 6,153,432 with 400 (6.2M)
 ])
@@ -530,6 +531,63 @@ def test_csn_loads_each_repositorys_files_with_their_convention(tmp_path, layout
             build_backbone("ircsn_r152", path, **SMALL[name])
 
 
+C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
+
+
+def test_c3d_has_mmaction2s_names_and_takes_16_frames_of_112_px():
+    with torch.device("meta"):
+        model = REGISTRY["c3d"].build(num_classes=101)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    convs = {f"backbone.{n}.conv.{leaf}" for n in C3D_NAMES for leaf in ("weight", "bias")}
+    assert set(shapes) == convs | {f"{m}.{leaf}" for m in ("backbone.fc6", "backbone.fc7", "cls_head.fc_cls")
+                                   for leaf in ("weight", "bias")}
+    assert shapes["backbone.conv3b.conv.weight"] == (256, 256, 3, 3, 3) and shapes["backbone.fc6.weight"] == (4096, 8192)
+    with torch.no_grad():
+        assert model.feature_map(torch.empty(1, 3, 16, 112, 112, device="meta")).shape == (1, 512, 2, 7, 7)
+    model = random_model("c3d")
+    x = model.spec.normalize(torch.randint(0, 256, (2, 16, 112, 112, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        v, a = model.descriptor(x), model.cam_layer(model.backbone.conv5a(torch.zeros(1, 64, 2, 7, 7)))
+    assert v.shape == (2, 512) and (v >= 0).all() and 1e-2 < v.abs().mean() < 1e2     # fc7 after ReLU, width 1/8
+    assert a.shape == (1, 64, 2, 7, 7)
+    spec = model.spec
+    assert (spec.clip_len, spec.input_size, spec.norm.name, spec.num_classes) == (16, 112, "c3d", 487)
+    from gcf.extract.backbones import check_geometry
+    with pytest.raises(GcfError, match=r"backbone c3d cannot take 16-frame clips of 64x64 px .*its default: 16 "
+                                       r"frames of 112 px"):
+        check_geometry("c3d", 16, 64)
+    with pytest.raises(GcfError, match=r"c3d feature must be fc6 or fc7, not 'pool5'"):
+        build_backbone("c3d", "random", feature="pool5")
+
+
+@pytest.mark.parametrize("layout, norm", [("davidea", "c3d-raw"), ("jfzhang95", "c3d-bgr"), ("mmaction2", "c3d")])
+def test_c3d_loads_each_repositorys_files_with_their_convention(tmp_path, layout, norm):
+    source = random_model("c3d", num_classes=101)
+    ours = source.state_dict()
+    flat = {"backbone.conv1a.conv": "conv1", "backbone.conv2a.conv": "conv2", "backbone.fc6": "fc6",
+            "backbone.fc7": "fc7", "cls_head.fc_cls": "fc8", **{f"backbone.{n}.conv": n for n in C3D_NAMES[2:]}}
+    theirs = {f"{flat[k.rsplit('.', 1)[0]]}.{k.rsplit('.', 1)[1]}": v for k, v in ours.items()}
+    path = tmp_path / "c3d.pth"
+    if layout == "davidea":                  # c3d.pickle: a bare state dict, saved before PyTorch 1.6
+        torch.save(theirs, path, _use_new_zipfile_serialization=False)
+    elif layout == "jfzhang95":              # its train.py: {'epoch', 'state_dict', 'opt_dict'}
+        opt = torch.optim.SGD(source.parameters(), lr=1e-3, momentum=0.9).state_dict()
+        torch.save({"epoch": 40, "state_dict": theirs, "opt_dict": opt}, path)
+    else:
+        torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": ours}, path)
+    x = source.spec.normalize(torch.randint(0, 256, (2, 16, 112, 112, 3), dtype=torch.uint8))
+    loaded = build_backbone("c3d", path, **SMALL["c3d"])
+    fc6 = build_backbone("c3d", path, feature="fc6", **SMALL["c3d"])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x)) and torch.equal(fc6(x), source(x))
+        assert torch.equal(fc6.descriptor(x), torch.relu(source.backbone.fc6(
+            torch.nn.functional.max_pool3d(source.feature_map(x), 2, 2, (0, 1, 1)).flatten(1))))
+    assert loaded.spec.norm.name == norm and loaded.spec.num_classes == 101
+    with pytest.raises(GcfError, match=r"c3d.pth: does not fit resnet18: .*: use --backbone c3d$"):
+        build_backbone("resnet18", path)
+    assert NORMS[norm].channel_order == ("BGR" if layout == "jfzhang95" else "RGB")
+
+
 def test_x3d_has_pyslowfasts_names():
     with torch.device("meta"):
         model = REGISTRY["x3d_m"].build(num_classes=400)
@@ -680,7 +738,7 @@ def test_normalize_conventions():
     assert torch.allclose(bgr[:, 0], torch.from_numpy(frames[..., 2]).float() - 114.7748)  # blue comes first
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "c3d"])   # C3D's descriptor is fc7: test_c3d_*
 def test_descriptor_is_the_pooled_cam_layer_output(name):
     model = random_model(name)
     maps = []

@@ -66,6 +66,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     origin, norm = _origin(obj.get("arch"), prefixed, counters)
     if origin is None and isinstance(obj.get("meta"), dict) and "state_dict" in obj:   # mmcv / mmengine's format
         origin = "open-mmlab/mmaction2"            # its input convention depends on the model: the converts say
+    if origin is None and "opt_dict" in obj and "state_dict" in obj:       # {'epoch', 'state_dict', 'opt_dict'}
+        origin = "jfzhang95/pytorch-video-recognition"   # (and its forks); its C3D's convention: c3d.convert says
     return Checkpoint(state, origin, norm)
 
 
@@ -101,10 +103,12 @@ LAYOUTS = (
                                     "r2plus1d_r34_32x2"),
     ("backbone.conv1.conv.", "the file is an MMAction2 ResNet3d (backbone.conv1 keys): use --backbone slow_r50 or "
                              "slow_r101 (SlowOnly), i3d_r50_32x2 (I3D)"),
+    ("backbone.conv1a.conv.", "the file is an MMAction2 C3D: use --backbone c3d"),
+    ("conv3a.", "the file is a C3D (DavideA/c3d-pytorch, jfzhang95/pytorch-video-recognition): use --backbone c3d"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2), R(2+1)D-34 (r2plus1d_r34_8x8, _32x2), "
-                  "CSN (ircsn_r152, ipcsn_r152, ircsn_r50), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101) "
-                  "and X3D (x3d_s, x3d_m), not yet its other architectures"),
+                  "CSN (ircsn_r152, ipcsn_r152, ircsn_r50), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101), "
+                  "X3D (x3d_s, x3d_m) and C3D (c3d), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
                           "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...) and X3D "
                           "(x3d_xs/s/m/l), not yet MViT"),

@@ -50,6 +50,12 @@ NORMS: dict[str, Norm] = {n.name: n for n in (
     Norm("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0, "RGB"),
     # PySlowFast and PyTorchVideo (DATA.MEAN 0.45, DATA.STD 0.225 on [0, 1])
     Norm("slowfast", (0.45, 0.45, 0.45), (0.225, 0.225, 0.225), 1.0, "RGB"),
+    # C3D: MMAction2's files take RGB [0, 255] minus 104, 117, 128 (its data_preprocessor, in RGB order); the
+    # Sports-1M port DavideA/c3d-pytorch raw RGB [0, 255]; jfzhang95/pytorch-video-recognition OpenCV's BGR
+    # minus 90, 98, 102
+    Norm("c3d", (104.0, 117.0, 128.0), (1.0, 1.0, 1.0), 255.0, "RGB"),
+    Norm("c3d-raw", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 255.0, "RGB"),
+    Norm("c3d-bgr", (90.0, 98.0, 102.0), (1.0, 1.0, 1.0), 255.0, "BGR"),
     Norm("none", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, "RGB"),
 )}
 

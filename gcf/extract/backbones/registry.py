@@ -17,6 +17,8 @@ from gcf.errors import GcfError
 from gcf.extract.backbones import tv
 from gcf.extract.backbones.base import Backbone, BackboneSpec, calibrate_batchnorm
 from gcf.extract.backbones.checkpoint import Checkpoint, load_state, read_checkpoint, weights_identity
+from gcf.extract.backbones.c3d import c3d
+from gcf.extract.backbones.c3d import convert as c3d_layouts
 from gcf.extract.backbones.i3d import i3d
 from gcf.extract.backbones.mobilenet import mobilenet
 from gcf.extract.backbones.mobilenetv2 import mobilenetv2
@@ -116,6 +118,9 @@ REGISTRY: dict[str, Entry] = {
                             clip_len=frames, input_size=crop, frame_step=step, convert=x3d_layouts)
        for size, depth, frames, step, crop in (("xs", 2.2, 4, 12, 160), ("s", 2.2, 13, 6, 160),
                                                ("m", 2.2, 16, 5, 224), ("l", 5.0, 16, 5, 312))},
+    # C3D, 16 frames of 112 px: DavideA/c3d-pytorch's Sports-1M port (c3d.pickle, 487 classes), MMAction2's files
+    # and jfzhang95/pytorch-video-recognition's fine-tuned models, renamed on loading; descriptor fc7 (or fc6)
+    "c3d": Entry(c3d, "c3d", 487, "cls_head.fc_cls.weight", "c3d.pickle", convert=c3d_layouts),
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),

@@ -212,7 +212,7 @@ def csn(depth: int, num_classes: int, mode: str = "ir", eps: float = 1e-3, width
     """ir-CSN or ip-CSN ResNet-`depth` (50, 101, 152; Tran et al. 2019): a 3x7x7 stem and max pool, channel-separated
     bottlenecks, temporal stride 2 in res3-res5. BatchNorm eps 1e-3 (MMAction2, VMZ) or 1e-5 (PyTorchVideo)."""
     if mode not in ("ir", "ip"):
-        raise ValueError(f"mode must be ir or ip, got {mode!r}")
+        raise GcfError(f"csn mode must be ir or ip, not {mode!r}")
     return ResNet3d(STAGES[depth], num_classes, width, stem_t=3, temporal=((False,),) * 4,
                     block=CSNBottleneck if mode == "ir" else IPCSNBottleneck, unit=partial(ConvBN, eps=eps),
                     stage_t=(1, 2, 2, 2))
