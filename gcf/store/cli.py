@@ -138,13 +138,24 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
         if shape[1] != d:
             raise GcfError(f"{files[vid]}: shape {list(shape)} but other files have {d} features per clip; "
                            f"import features of one backbone into one store")
-    class_names = tuple(sorted({label for label, _ in rows.values() if label}))
+    labels_used = {label for label, _ in rows.values() if label}
+    class_names, extra = _class_names(labels_used), {"imported_from": str(Path(folder).resolve()), "fps_assumed": fps}
+    retry: set[str] = set()
+    if Path(out).exists() and not overwrite:       # adding to a store: its classes and provenance stay
+        existing = open_store(out)
+        stored, retry = existing.meta, set(existing.failed)     # a file fixed since it failed is imported now
+        unknown = sorted(labels_used - set(stored.class_names))
+        if unknown:
+            raise GcfError(f"{labels}: label(s) {', '.join(map(repr, unknown[:5]))} are not among the "
+                           f"{len(stored.class_names)} classes of {out}; import into a new store, or import every "
+                           f"video again with --overwrite")
+        class_names, extra = stored.class_names, {**stored.extra, "fps_assumed": fps}
     meta = StoreMeta(backbone=backbone, weights=weights, clip_len=clip_len, stride=stride, input_size=input_size,
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), feature_dim=d, class_names=class_names,
-                     dtype=dtype, frame_step=frame_step, extra={"imported_from": str(Path(folder).resolve()), "fps_assumed": fps})
-    added = 0
+                     dtype=dtype, frame_step=frame_step, extra=extra)
+    added, failed = 0, []
     with StoreWriter(out, meta, writer_id="import", overwrite=overwrite) as w:
-        done = w.done()
+        done = w.done() - retry
         for vid, f in files.items():
             if vid in done:
                 continue
@@ -156,9 +167,30 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
             n_frames = int(starts[-1]) + span
             info = VideoInfo(video_id=vid, source=str(f), label=class_names.index(label) if label else -1,
                              split=split, n_frames=n_frames, fps=fps, duration=n_frames / fps)
-            w.add(info, x, starts, times)
-            added += 1
-    click.echo(f"{out}: imported {added} videos ({len(files) - added} already present)")
+            try:
+                w.add(info, x, starts, times)
+                added += 1
+            except GcfError as e:                  # NaN/Inf, float16 overflow: this file fails, the rest go on
+                w.add_failure(info, str(e))
+                failed.append(str(e))
+    already = len(files) - added - len(failed)
+    click.echo(f"{out}: imported {added} of {len(files)} videos ({already} already in the store, "
+               f"{len(failed)} failed)")
+    for line in failed[:5]:
+        click.echo(f"failed: {line}")
+    if failed:
+        click.echo(f"{len(failed)} file(s) recorded as failed (`gcf store info {out}` lists them): fix them and "
+                   f"rerun the import, which adds them and skips the rest")
+    if failed and not added and not already:
+        raise SystemExit(1)
+
+
+def _class_names(labels: set[str]) -> tuple[str, ...]:
+    """Class names in index order: numerically when every label is an integer (Kinetics class ids: 2 before 10),
+    else as text."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return tuple(sorted(labels, key=int))
+    return tuple(sorted(labels))
 
 
 def _read_labels(path: Path, require_label: bool) -> dict[str, tuple[str, str]]:
