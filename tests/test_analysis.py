@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -188,10 +189,19 @@ def test_localize_reports_iou_and_writes_csv_and_json(work, synth_videos):
         info = open_store(work / "features.zarr").info(r["video"])
         (s, e), = truth[r["video"]]
         assert float(r["tiou_whole"]) == pytest.approx((e - s) / info.duration, abs=1e-4)
-    run_gcf("localize", work / "run", "--segments", segments, "-o", work / "loc.json")
+    assert "note:" not in out and "warning:" not in out
+    test = run_gcf("localize", work / "run", "--segments", segments, "-o", work / "loc.json").stdout
     doc = json.loads((work / "loc.json").read_text())
     assert len(doc["videos"]) == 3 and doc["summary"]["videos"] == 3       # the test split: one per class
-    assert set(doc["summary"]) == {"videos", "by", "tious", "intervals", "whole"} and doc["summary"]["by"] == "evidence"
+    assert "note: 9 of its videos are not among the 3 localised (test) ones" in test   # the other splits' rows
+    assert set(doc["summary"]) == {"videos", "by", "tious", "intervals", "whole", "unmatched", "beyond_end"}
+    assert doc["summary"]["by"] == "evidence" and doc["summary"]["unmatched"] == 9
+    frames = work / "frames.csv"                     # frame numbers given as seconds: starts after the video ends
+    rows = ["video,start,end"] + [f"{v},{s * 25:g},{e * 25:g}" for v, segs in truth.items() for s, e in segs]
+    frames.write_text("\n".join(rows) + "\n")
+    late = run_gcf("localize", work / "run", "--segments", frames, "--split", "all", "-o", work / "late.csv").stdout
+    assert re.search(r"warning: \d+ segments start after their video ends; the start and end columns must be "
+                     r"seconds, not frames", late)
     assert len(doc["summary"]["intervals"]["map"]) == 3 and doc["videos"][0]["by"] == "evidence"
     run_gcf("localize", work / "maxpool", "-o", work / "maxpool.csv")      # any head localises by evidence
     # without -o the intervals go into the run

@@ -143,6 +143,12 @@ def localize(run_dir, store, split, segments, threshold, by, output):
     if truth is not None:
         summary = evaluate(videos, truth, source=segments)
         click.echo(f"ground truth {segments}: {summary['videos']} videos")
+        if summary["unmatched"]:
+            click.echo(f"note: {summary['unmatched']} of its videos are not among the {len(videos)} localised "
+                       f"({split}) ones (other splits, or not in the store): left out")
+        if summary["beyond_end"]:
+            click.echo(f"warning: {summary['beyond_end']} segments start after their video ends; the start and end "
+                       f"columns must be seconds, not frames")
         click.echo(f"  {'':<15} mean tIoU  " + "  ".join(f"mAP@{t:g}" for t in summary["tious"]))
         for name, key in ((f"{by} intervals", "intervals"), ("whole video", "whole")):
             row = summary[key]

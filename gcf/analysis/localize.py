@@ -162,6 +162,8 @@ def evaluate(videos: list[Localized], truth: Segments, source: str) -> dict:
 
     Detections are labelled with the predicted class and scored by the interval's mean score x the class
     probability (the whole video: the probability); only videos with ground truth count, labelled ones for mAP.
+    The summary counts the ground-truth videos left out (`unmatched`: other splits, not in the store) and the
+    segments that start after their video ends (`beyond_end`: frame numbers instead of seconds?).
     """
     have = [v for v in videos if v.video in truth]
     if not have:
@@ -177,7 +179,9 @@ def evaluate(videos: list[Localized], truth: Segments, source: str) -> dict:
                               "tiou_whole": union_tiou([whole], truth[v.video])}
         det["intervals"] += [Detection(v.video, top, i.start, i.end, i.score * prob) for i in v.pred.intervals]
         det["whole"].append(Detection(v.video, top, *whole, prob))
-    summary = {"videos": len(have), "by": have[0].pred.by, "tious": list(TIOUS), "per_video": per_video}
+    beyond = sum(start >= v.pred.duration for v in have for start, _ in truth[v.video])
+    summary = {"videos": len(have), "by": have[0].pred.by, "tious": list(TIOUS), "per_video": per_video,
+               "unmatched": len(truth) - len(have), "beyond_end": beyond}
     for key, field in (("intervals", "tiou"), ("whole", "tiou_whole")):
         summary[key] = {"tiou": float(np.mean([p[field] for p in per_video.values()])),
                         "map": [mean_ap(det[key], labelled, labels, t) for t in TIOUS]}
