@@ -588,6 +588,32 @@ def test_c3d_loads_each_repositorys_files_with_their_convention(tmp_path, layout
     assert NORMS[norm].channel_order == ("BGR" if layout == "jfzhang95" else "RGB")
 
 
+@pytest.mark.parametrize("name, layout", [("ircsn_r50", "mmaction2"), ("ipcsn_r152", "mmaction2"),
+                                          ("c3d", "mmaction2"), ("slow_r50", "plain")])
+def test_a_backbone_only_file_gives_descriptors_without_logits(tmp_path, name, layout, caplog):
+    """MMAction2's backbone pretraining files (its configs' `backbone.pretrained`) hold the backbone's own names
+    and no classifier; a recognizer's state dict without its head loads the same way."""
+    source = random_model(name)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("cls_head.")}
+    path = tmp_path / "backbone.pth"
+    if layout == "mmaction2":
+        torch.save({"meta": {}, "state_dict": {k.removeprefix("backbone."): v for k, v in state.items()}}, path)
+    else:
+        torch.save(state, path)
+    loaded = build_backbone(name, path, **SMALL[name])
+    size = 112 if name == "c3d" else 64
+    x = source.spec.normalize(torch.randint(0, 256, (2, 16, size, size, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        assert torch.equal(loaded.descriptor(x), source.descriptor(x))
+    assert loaded.spec.num_classes == 0 and "holds no classifier (cls_head.fc_cls.*)" in caplog.text
+    if name == "ipcsn_r152":                                   # mode read from the prefixed keys
+        assert loaded.spec.options["mode"] == "ip"
+    torch.save({"meta": {}, "state_dict": {k.removeprefix("backbone."): v for k, v in state.items()
+                                           if ".layer4." not in k and ".conv5b." not in k}}, path)
+    with pytest.raises(GcfError, match=r"backbone.pth: does not fit .*missing keys: backbone\.(layer4|conv5b)"):
+        build_backbone(name, path, **SMALL[name])               # only the classifier may be absent
+
+
 def test_x3d_has_pyslowfasts_names():
     with torch.device("meta"):
         model = REGISTRY["x3d_m"].build(num_classes=400)

@@ -27,3 +27,17 @@ def test_published_file_in_weights_dir_is_the_default(tmp_path, synth_videos):
     assert missing.returncode == 2
     assert "resnext-101-kinetics.pth" in missing.stderr and "--weights random" in missing.stderr
     assert not (tmp_path / "g.zarr").exists()
+
+
+def test_a_backbone_only_file_extracts_descriptors_and_refuses_logits(tmp_path, synth_videos):
+    model = build_backbone("ircsn_r50", "random", width=0.125, seed=3)
+    ckpt = tmp_path / "ircsn_ig65m_pretrained_r50.pth"        # MMAction2's backbone.pretrained: no prefix, no head
+    torch.save({"state_dict": {k.removeprefix("backbone."): v for k, v in model.state_dict().items()
+                               if not k.startswith("cls_head.")}}, ckpt)
+    args = ("extract", synth_videos / "class_0", "--backbone", "ircsn_r50", "--option", "width=0.125",
+            "--clip-len", "8", "--size", "64", "--weights", ckpt, "--quiet")
+    refused = run_gcf(*args, "--logits", "-o", tmp_path / "l.zarr", check=False)
+    assert refused.returncode == 2 and "a backbone-only file (no classifier) gives no clip logits" in refused.stderr
+    run_gcf(*args, "-o", tmp_path / "f.zarr")
+    store = open_store(tmp_path / "f.zarr")
+    assert store.videos and store.meta.feature_dim == 256 and store.meta.extra["num_classes"] == 0

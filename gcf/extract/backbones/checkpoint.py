@@ -119,11 +119,14 @@ LAYOUTS = (
 )
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, what: str) -> None:
-    """Copy `state` into `model` when names and shapes match exactly, else one GcfError listing every difference."""
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, what: str,
+               optional: str | None = None) -> None:
+    """Copy `state` into `model` when names and shapes match exactly, else one GcfError listing every difference;
+    the model's tensors under the module prefix `optional` (a classifier) may be absent and keep their values."""
     own = model.state_dict()
     # BatchNorm's counter is absent from checkpoints saved before PyTorch 0.4.1 and unused at inference
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
+               and not (optional and k.startswith(optional))]
     unexpected = [k for k in state if k not in own]
     conflicts = [f"{k} {tuple(state[k].shape)} in file vs {tuple(own[k].shape)}"
                  for k in own if k in state and state[k].shape != own[k].shape]

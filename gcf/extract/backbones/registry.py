@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -161,7 +162,7 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
         return tv.build(name, weights, num_classes=num_classes, norm=norm, seed=seed, **options)
     entry = _entry(name)
     _check_options(name, entry, options)
-    chosen = get_norm(norm) if norm else None
+    chosen, headless = (get_norm(norm) if norm else None), False
     if weights == "random":
         convention = chosen or get_norm(entry.norm)
         model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=convention)
@@ -169,7 +170,7 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
                       "give a checkpoint file for real features", stacklevel=2)
         identity, seed_used = "random", seed
     else:
-        ckpt = read_checkpoint(weights)
+        ckpt = _backbone_prefixed(read_checkpoint(weights), name, entry, options)
         if entry.convert is not None:
             try:
                 ckpt = entry.convert(ckpt)
@@ -178,8 +179,12 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
         options = {**_implied(name, entry, ckpt, weights, options), **options}
         if num_classes is None and entry.head_key in ckpt.state_dict:
             num_classes = ckpt.state_dict[entry.head_key].shape[0]
+        head = entry.head_key.rsplit(".", 1)[0] + "."
+        headless = not any(k.startswith(head) for k in ckpt.state_dict)   # a backbone-only (pretraining) file
         model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=None)
-        load_state(model, ckpt.state_dict, weights, _describe(name, options))
+        load_state(model, ckpt.state_dict, weights, _describe(name, options), optional=head if headless else None)
+        if headless:
+            log.warning("%s: %s holds no classifier (%s*): descriptors only, no clip logits", name, weights, head)
         convention = chosen or get_norm(ckpt.norm or entry.norm)
         if chosen is None and ckpt.norm is not None:
             log.log(logging.INFO if ckpt.norm == entry.norm else logging.WARNING,
@@ -187,6 +192,8 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
                     name, weights, ckpt.origin, ckpt.norm)
         identity, seed_used = weights_identity(weights), None
     model.spec = _spec(name, entry, model, convention, identity, seed_used, options)
+    if headless:
+        model.spec = dataclasses.replace(model.spec, num_classes=0)
     return model.eval()
 
 
@@ -225,6 +232,18 @@ def check_geometry(name: str, clip_len: int, size: int, **options: Any) -> None:
         raise GcfError(f"backbone {name} cannot take {clip_len}-frame clips of {size}x{size} px ({reason}); "
                        f"change or leave out --clip-len/--size (its default: {spec.clip_len} frames of "
                        f"{spec.input_size} px)") from None
+
+
+def _backbone_prefixed(ckpt: Checkpoint, name: str, entry: Entry, options: dict[str, Any]) -> Checkpoint:
+    """An MMAction2 backbone-only file (what its configs load as `backbone.pretrained`: the backbone's own names,
+    no `backbone.` prefix, no head) in the recognizer's names; any other file as it is."""
+    state = ckpt.state_dict
+    if not entry.head_key.startswith("cls_head.") or any(k.startswith(("backbone.", "cls_head.")) for k in state):
+        return ckpt
+    ours = set(meta_backbone(name, **options).state_dict())
+    if sum(f"backbone.{k}" in ours for k in state) < len(state) / 2:   # another layout: the converts rename it
+        return ckpt
+    return dataclasses.replace(ckpt, state_dict={f"backbone.{k}": v for k, v in state.items()})
 
 
 def _entry(name: str) -> Entry:
