@@ -31,7 +31,9 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "slowfast_r50": {"width": 0.125}, "slowfast_r50_4x16": {"width": 0.125}, "slowfast_r101": {"width": 0.125},
          "i3d_r50": {"width": 0.125}, "i3d_r50_32x2": {"width": 0.125}, "r2plus1d_r34_8x8": {"width": 0.125},
          "r2plus1d_r34_32x2": {"width": 0.125}, "ircsn_r152": {"width": 0.125}, "ipcsn_r152": {"width": 0.125},
-         "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}, "c3d": {"width": 0.125}}
+         "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}, "c3d": {"width": 0.125},
+         "i3d_r50_nl_dot": {"width": 0.125}, "i3d_r50_nl_embedded": {"width": 0.125},
+         "i3d_r50_nl_gaussian": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -80,6 +82,8 @@ def count_params(name: str, **options) -> int:
     ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
+    ("i3d_r50_nl_dot", {}, 35_397_840 + 200 * 2049),       # MMAction2's I3D NL dot-product/embedded: 35,397,840
+    ("i3d_r50_nl_gaussian", {}, 31_723_728 + 200 * 2049),  # and Gaussian (no theta/phi): 31,723,728, with 400
     ("c3d", {}, 78_409_573 - 101 * 4097 + 600 * 4097),  # MMAction2's C3D metafile: 78,409,573 with UCF-101's 101
     ("x3d_m", {}, 4_204_122),  # PySlowFast's X3D-M: 3,794,322 with 400 (3.8M; PyTorchVideo's 48 fewer, no res2 BN)
     ("x3d_l", {}, 6_563_232),  # X3D-L: 6,153,432 with 400 (6.2M)
@@ -531,6 +535,51 @@ def test_csn_loads_each_repositorys_files_with_their_convention(tmp_path, layout
             build_backbone("ircsn_r152", path, **SMALL[name])
 
 
+def test_non_local_block_is_x_plus_bn_of_the_weighted_sum_of_g():
+    from gcf.extract.backbones.slow import NonLocal3d
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 2, 6, 6)
+    for mode in ("dot_product", "embedded_gaussian", "gaussian"):
+        block = NonLocal3d(8, mode).eval()
+        torch.nn.init.normal_(block.conv_out.bn.weight)              # mmcv starts it at 0: the block would be x
+        conv = lambda m, v: torch.einsum("oi,nithw->nothw", m.conv.weight[:, :, 0, 0, 0], v) \
+            + m.conv.bias[None, :, None, None, None]  # noqa: E731
+        pool = lambda v: torch.nn.functional.max_pool3d(v, (1, 2, 2))  # noqa: E731
+        theta = x if mode == "gaussian" else conv(block.theta, x)
+        phi = pool(x) if mode == "gaussian" else pool(conv(block.phi[0], x))
+        g = pool(conv(block.g[0], x))
+        f = torch.einsum("ncp,ncq->npq", theta.flatten(2), phi.flatten(2))     # every position with every pooled one
+        f = f / f.shape[-1] if mode == "dot_product" else f.softmax(-1)
+        y = torch.einsum("npq,ncq->ncp", f, g.flatten(2)).reshape(2, 4, 2, 6, 6)
+        with torch.no_grad():
+            assert torch.allclose(block(x), x + block.conv_out(y), atol=1e-6)
+            assert not torch.allclose(block(x), x)
+
+
+@pytest.mark.parametrize("name", ["i3d_r50_nl_dot", "i3d_r50_nl_embedded", "i3d_r50_nl_gaussian"])
+def test_i3d_non_local_loads_mmaction2_files_in_res3_and_res4(tmp_path, name):
+    source = random_model(name)
+    blocks = sorted({k.split(".non_local_block.")[0] for k in source.state_dict() if ".non_local_block." in k})
+    assert blocks == ["backbone.layer2.1", "backbone.layer2.3", "backbone.layer3.1", "backbone.layer3.3",
+                      "backbone.layer3.5"]                                 # MMAction2's (0, 1, 0, 1), (0, 1, 0, 1, 0, 1)
+    path = tmp_path / "nl.pth"
+    torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": source.state_dict()}, path)
+    loaded = build_backbone(name, path, **SMALL[name])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+    assert loaded.spec.norm.name == "imagenet" and (loaded.spec.clip_len, loaded.spec.frame_step) == (32, 2)
+    if name == "i3d_r50_nl_gaussian":        # told apart by its tensors (no theta/phi convs)
+        for other, mode in (("i3d_r50_nl_dot", "dot_product"), ("i3d_r50_32x2", "None")):
+            with pytest.raises(GcfError, match=rf"nl.pth: its layout implies non_local=gaussian, but {other} is "
+                                               rf"built with non_local={mode}; use --backbone i3d_r50_nl_gaussian$"):
+                build_backbone(other, path, **SMALL[name])
+    else:
+        with pytest.raises(GcfError, match=r"nl.pth: does not fit i3d_r50_32x2 .*; the file is an MMAction2 I3D with "
+                                           r"non-local blocks: use --backbone i3d_r50_nl_dot"):
+            build_backbone("i3d_r50_32x2", path, **SMALL[name])
+
+
 C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
 
 
@@ -784,7 +833,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
                "slowfast_r50_4x16": (32, 2, 224), "slowfast_r101": (32, 2, 224), "i3d_r50": (8, 8, 224),
                "i3d_r50_32x2": (32, 2, 224), "r2plus1d_r34_8x8": (8, 8, 224),
                "r2plus1d_r34_32x2": (32, 2, 224), "ircsn_r152": (32, 2, 224), "ipcsn_r152": (32, 2, 224),
-               "ircsn_r50": (32, 2, 224), "csn_r101": (32, 2, 224)}  # what the weights saw
+               "ircsn_r50": (32, 2, 224), "csn_r101": (32, 2, 224), "i3d_r50_nl_dot": (32, 2, 224),
+               "i3d_r50_nl_embedded": (32, 2, 224), "i3d_r50_nl_gaussian": (32, 2, 224)}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

@@ -90,11 +90,20 @@ REGISTRY: dict[str, Entry] = {
                            convert=slowfast_layouts),
     # I3D ResNet-50: PyTorchVideo's I3D_8x8_R50.pyth (torch.hub i3d_r50) and PySlowFast files take 8 frames 8 apart;
     # MMAction2's, 32 frames 2 apart, stride its stem by 2 in time (temporal_stride, set from the file)
-    "i3d_r50": Entry(partial(i3d_resnet, 50, temporal_stride=1), "slowfast", 400, "cls_head.fc_cls.weight",
+    "i3d_r50": Entry(partial(i3d_resnet, 50, temporal_stride=1, non_local=None), "slowfast", 400, "cls_head.fc_cls.weight",
                      "I3D_8x8_R50.pyth", clip_len=8, input_size=224, frame_step=8, convert=i3d_layouts),
-    "i3d_r50_32x2": Entry(partial(i3d_resnet, 50, temporal_stride=2), "imagenet", 400, "cls_head.fc_cls.weight",
+    "i3d_r50_32x2": Entry(partial(i3d_resnet, 50, temporal_stride=2, non_local=None), "imagenet", 400, "cls_head.fc_cls.weight",
                           "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth",
                           clip_len=32, input_size=224, frame_step=2, convert=i3d_layouts),
+    # MMAction2's I3D R50 with non-local blocks in res3/res4 (dot-product, embedded-Gaussian or Gaussian pairwise
+    # function: the files of the first two hold the same tensors, so the name says which), 32 frames 2 apart
+    **{f"i3d_r50_nl_{short}": Entry(partial(i3d_resnet, 50, temporal_stride=2, non_local=mode), "imagenet", 400,
+                                    "cls_head.fc_cls.weight", f"i3d_imagenet-pretrained-r50-nl-{file}_8xb8-32x2x1-100e_"
+                                    f"kinetics400-rgb_{date}.pth", clip_len=32, input_size=224, frame_step=2,
+                                    convert=i3d_layouts)
+       for short, mode, file, date in (("dot", "dot_product", "dot-product", "20220812-8e1f2148"),
+                                       ("embedded", "embedded_gaussian", "embedded-gaussian", "20220812-afd8f562"),
+                                       ("gaussian", "gaussian", "gaussian", "20220812-0c5cbf5a"))},
     # MMAction2's R(2+1)D-34 (ResNet2Plus1d), one network trained on 8 frames 8 apart or 32 frames 2 apart
     **{f"r2plus1d_r34_{frames}x{step}": Entry(partial(r2plus1d_mm, 34), "imagenet", 400, "cls_head.fc_cls.weight",
                                               f"r2plus1d_r34_8xb8-{frames}x{step}x1-180e_kinetics400-rgb_{date}.pth",
@@ -269,8 +278,11 @@ def _implied(name: str, entry: Entry, ckpt: Checkpoint, path: str | os.PathLike,
         if key in given and given[key] != value:
             log.warning("%s: %s implies %s=%r; using the given %s=%r", name, path, key, value, key, given[key])
         elif key not in given and key in fixed and fixed[key] != value:
-            fits = [n for n, e in REGISTRY.items() if getattr(e.build, "func", None) is entry.build.func
-                    and e.build.args == entry.build.args and e.build.keywords.get(key) == value]
+            kin = [e for e in REGISTRY.items() if getattr(e[1].build, "func", None) is entry.build.func
+                   and e[1].build.args == entry.build.args and e[1].build.keywords.get(key) == value]
+            wanted = {**fixed, **ckpt.options}          # what the file implies, else what this entry fixes
+            fits = [n for n, e in kin if all(wanted.get(k, v) == v for k, v in e.build.keywords.items())] \
+                or [n for n, _ in kin]
             fix = f"use --backbone {' or '.join(fits)}" if fits else f"pass --option {key}={value}"
             raise GcfError(f"{path}: its layout implies {key}={value}, but {name} is built with {key}={fixed[key]}; "
                            f"{fix}")

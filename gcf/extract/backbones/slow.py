@@ -40,13 +40,15 @@ I3D = ((True,), (True, False), (True, False), (False, True))
 
 
 class ConvBN(nn.Module):
-    """mmcv's ConvModule as these models use it: bias-free conv ('same' padding; `conv` makes it, a Conv3d or a
-    (2+1)D pair), BatchNorm (unless `norm` is False: MMAction2's SlowFast laterals are the bare conv), optional ReLU."""
+    """mmcv's ConvModule as these models use it: conv ('same' padding, bias-free unless `bias`; `conv` makes it, a
+    Conv3d or a (2+1)D pair), BatchNorm (unless `norm` is False: MMAction2's SlowFast laterals and the non-local
+    convs are the bare conv), optional ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1),
-                 relu: bool = True, norm: bool = True, eps: float = 1e-5, conv: type[nn.Module] = nn.Conv3d):
+                 relu: bool = True, norm: bool = True, eps: float = 1e-5, conv: type[nn.Module] = nn.Conv3d,
+                 bias: bool = False):
         super().__init__()
-        self.conv = conv(cin, cout, kernel, stride, tuple(k // 2 for k in kernel), bias=False)
+        self.conv = conv(cin, cout, kernel, stride, tuple(k // 2 for k in kernel), bias=bias)
         self.bn = nn.BatchNorm3d(cout, eps=eps) if norm else None
         self.relu = relu
 
@@ -75,8 +77,41 @@ class Conv2plus1d(nn.Module):
         return self.conv_t(torch.relu_(self.bn_s(self.conv_s(x))))
 
 
+NON_LOCAL = ("dot_product", "embedded_gaussian", "gaussian")   # mmcv's NonLocal3d modes MMAction2 publishes
+
+
+class NonLocal3d(nn.Module):
+    """mmcv's NonLocal3d as MMAction2's I3D uses it (Wang et al. 2018; sub_sample, no scale, BN on the output):
+    y = x + BN(W_z f(theta(x), phi(x)) g(x)), theta/phi/g 1x1x1 convs to half the channels, phi and g max pooled
+    1x2x2. f: dot_product theta.phi / N, embedded_gaussian softmax(theta.phi), gaussian softmax(x.x') (no theta/phi
+    convs). Keys: `g.0.conv`, `theta.conv`, `phi.0.conv`, `conv_out.conv` (no bias), `conv_out.bn`."""
+
+    def __init__(self, channels: int, mode: str):
+        super().__init__()
+        inter, self.mode = channels // 2, mode
+        pool = nn.MaxPool3d((1, 2, 2))
+        self.g = nn.Sequential(ConvBN(channels, inter, (1, 1, 1), relu=False, norm=False, bias=True), pool)
+        if mode != "gaussian":
+            self.theta = ConvBN(channels, inter, (1, 1, 1), relu=False, norm=False, bias=True)
+            self.phi = nn.Sequential(ConvBN(channels, inter, (1, 1, 1), relu=False, norm=False, bias=True), pool)
+        else:
+            self.theta, self.phi = nn.Identity(), pool
+        self.conv_out = ConvBN(inter, channels, (1, 1, 1), relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, *size = x.shape
+        g = self.g(x).flatten(2).transpose(1, 2)                    # [n, N', c]
+        theta = self.theta(x).flatten(2).transpose(1, 2)            # [n, THW, c]
+        phi = self.phi(x).flatten(2)                                # [n, c, N']
+        f = theta @ phi
+        f = f / f.shape[-1] if self.mode == "dot_product" else f.softmax(-1)
+        y = (f @ g).transpose(1, 2).reshape(n, -1, *size)
+        return x + self.conv_out(y)
+
+
 class Bottleneck(nn.Module):
-    """1x1x1 (3x1x1 when `temporal`) reduce, 1x3x3 with the stride, 1x1x1 expand (x4), residual."""
+    """1x1x1 (3x1x1 when `temporal`) reduce, 1x3x3 with the stride, 1x1x1 expand (x4), residual; a non-local block
+    after it when the Trunk gives it one."""
 
     expansion = 4
 
@@ -88,13 +123,15 @@ class Bottleneck(nn.Module):
         self.conv3 = unit(planes, planes * 4, (1, 1, 1), relu=False)
         self.downsample = unit(cin, planes * 4, (1, 1, 1), stride, relu=False) \
             if stride != (1, 1, 1) or cin != planes * 4 else None
+        self.non_local_block: NonLocal3d | None = None
 
     def middle(self, planes: int, stride: tuple[int, int, int], unit: Callable[..., ConvBN]) -> nn.Module:
         return unit(planes, planes, (1, 3, 3), stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
-        return torch.relu_(out + (x if self.downsample is None else self.downsample(x)))
+        out = torch.relu_(out + (x if self.downsample is None else self.downsample(x)))
+        return out if self.non_local_block is None else self.non_local_block(out)
 
 
 class CSNBottleneck(Bottleneck):
@@ -136,13 +173,14 @@ class Trunk(nn.Module):
     """MMAction2's `backbone` (ResNet3d): stem and four stages (spatial strides 1, 2, 2, 2; temporal `stage_t`) of
     `block`s made of `unit`s, widths scaled by `width`; `stem_t`, `temporal` (the inflate patterns),
     `temporal_stride` (of the stem conv and pool) and `pool2` (a 2x1x1 max pool after res2) make Slow, I3D or
-    R(2+1)D. SlowFast builds its pathways from it, `extra` adding input channels to each stage's first block (the
+    R(2+1)D; `non_local` (a NON_LOCAL mode) adds MMAction2's non-local blocks to res3 and res4's odd blocks. SlowFast builds its pathways from it, `extra` adding input channels to each stage's first block (the
     fast pathway's lateral, concatenated to the slow one)."""
 
     def __init__(self, layers: tuple[int, ...], width: float = 1.0, stem_t: int = 1,
                  temporal: tuple[tuple[bool, ...], ...] = SLOW, extra: tuple[int, ...] = (0, 0, 0, 0),
                  temporal_stride: int = 1, pool2: bool = False, block: type[nn.Module] = Bottleneck,
-                 unit: Callable[..., ConvBN] = ConvBN, stage_t: tuple[int, ...] = (1, 1, 1, 1)):
+                 unit: Callable[..., ConvBN] = ConvBN, stage_t: tuple[int, ...] = (1, 1, 1, 1),
+                 non_local: str | None = None):
         super().__init__()
         cin = int(64 * width)
         self.conv1 = unit(3, cin, (stem_t, 7, 7), (temporal_stride, 2, 2))
@@ -153,6 +191,8 @@ class Trunk(nn.Module):
             stride = (t, 2 if i else 1, 2 if i else 1)
             stage = [block(cin + more if b == 0 else planes * block.expansion, planes, stride if b == 0 else (1, 1, 1),
                            pattern[b % len(pattern)], unit) for b in range(blocks)]
+            for b in range(1 if non_local and i in (1, 2) else blocks, blocks, 2):   # res3, res4: every other block
+                stage[b].non_local_block = NonLocal3d(planes * block.expansion, non_local)
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
             cin = planes * block.expansion
         self.out_channels = cin
@@ -195,10 +235,14 @@ def slow(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
     return ResNet3d(STAGES[depth], num_classes, width)
 
 
-def i3d_resnet(depth: int, num_classes: int, temporal_stride: int = 1, width: float = 1.0) -> ResNet3d:
-    """I3D ResNet-`depth` (50); temporal_stride 2 is MMAction2's (set on loading its files)."""
+def i3d_resnet(depth: int, num_classes: int, temporal_stride: int = 1, width: float = 1.0,
+               non_local: str | None = None) -> ResNet3d:
+    """I3D ResNet-`depth` (50); temporal_stride 2 is MMAction2's (set on loading its files); `non_local` one of
+    NON_LOCAL for MMAction2's I3D NL."""
+    if non_local not in (None, *NON_LOCAL):
+        raise GcfError(f"i3d non_local must be one of {', '.join(NON_LOCAL)}, not {non_local!r}")
     return ResNet3d(STAGES[depth], num_classes, width, stem_t=5, temporal=I3D, temporal_stride=temporal_stride,
-                    pool2=True)
+                    pool2=True, non_local=non_local)
 
 
 def r2plus1d_mm(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
@@ -264,10 +308,16 @@ def convert_slow(ckpt: Checkpoint) -> Checkpoint:
 def convert_i3d(ckpt: Checkpoint) -> Checkpoint:
     """`convert`, and the temporal stride of the file's stem: 2 in MMAction2's I3D (its save format, {'meta',
     'state_dict'}, with its names), 1 in PyTorchVideo's and PySlowFast's; a bare state dict in our names keeps the
-    entry's. A Slow ResNet (a 1x7x7 stem) is refused with the backbones that take it."""
+    entry's; non_local=gaussian for non-local blocks without theta convs (dot-product and embedded-Gaussian files
+    hold the same tensors: the entry says which). A Slow ResNet (a 1x7x7 stem) is refused with the backbones that
+    take it."""
     ckpt = _check_stem(convert(ckpt), 5, 1, "a Slow ResNet: use --backbone slow_r50 or slow_r101")
+    blocks = {k.split(".non_local_block.")[1] for k in ckpt.state_dict if ".non_local_block." in k}
+    if blocks and not any(k.startswith("theta.") for k in blocks):      # mmcv's Gaussian NL has no theta/phi convs
+        ckpt = dataclasses.replace(ckpt, options={"non_local": "gaussian"})
     if ckpt.origin in ("open-mmlab/mmaction2", "facebookresearch/pytorchvideo", "facebookresearch/SlowFast"):
-        return dataclasses.replace(ckpt, options={"temporal_stride": 2 if ckpt.origin == "open-mmlab/mmaction2" else 1})
+        stride = 2 if ckpt.origin == "open-mmlab/mmaction2" else 1
+        return dataclasses.replace(ckpt, options={**ckpt.options, "temporal_stride": stride})
     return ckpt
 
 
