@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -649,7 +650,8 @@ def test_a_backbone_only_file_gives_descriptors_without_logits(tmp_path, name, l
         torch.save({"meta": {}, "state_dict": {k.removeprefix("backbone."): v for k, v in state.items()}}, path)
     else:
         torch.save(state, path)
-    loaded = build_backbone(name, path, **SMALL[name])
+    with caplog.at_level(logging.INFO, logger="gcf"):
+        loaded = build_backbone(name, path, **SMALL[name])
     size = 112 if name == "c3d" else 64
     x = source.spec.normalize(torch.randint(0, 256, (2, 16, size, size, 3), dtype=torch.uint8))
     with torch.no_grad():

@@ -38,6 +38,7 @@ def test_a_backbone_only_file_extracts_descriptors_and_refuses_logits(tmp_path, 
             "--clip-len", "8", "--size", "64", "--weights", ckpt, "--quiet")
     refused = run_gcf(*args, "--logits", "-o", tmp_path / "l.zarr", check=False)
     assert refused.returncode == 2 and "a backbone-only file (no classifier) gives no clip logits" in refused.stderr
-    run_gcf(*args, "-o", tmp_path / "f.zarr")
+    done = run_gcf(*args, "-o", tmp_path / "f.zarr")
+    assert f"{ckpt}: a backbone-only file (no classifier): descriptors only" in done.stderr
     store = open_store(tmp_path / "f.zarr")
     assert store.videos and store.meta.feature_dim == 256 and store.meta.extra["num_classes"] == 0

@@ -183,6 +183,10 @@ def test_import_records_a_bad_file_goes_on_and_a_rerun_adds_it_once_fixed(tmp_pa
     assert re.search(r"failed: .*clip_2.npy.*NaN/Inf", proc.stdout)
     r = open_store(store)
     assert sorted(r.videos) == ["clip_0", "clip_1", "clip_3", "clip_4", "clip_5"] and list(r.failed) == ["clip_2"]
+    rows = lambda: sum(len(t["id"]) for p in open_store(store).parts for t in p.tables)  # noqa: E731
+    before = rows()
+    still = run_gcf("store", "import", tmp_path / "feats", "--labels", labels, "-o", store).stdout
+    assert "imported 0 of 6 videos (5 already in the store, 1 failed)" in still and rows() == before  # no new row
     np.save(bad, feats["clip_2"])                                        # fixed: the rerun adds it and only it
     again = run_gcf("store", "import", tmp_path / "feats", "--labels", labels, "-o", store).stdout
     assert "imported 1 of 6 videos (5 already in the store, 0 failed)" in again
@@ -193,7 +197,7 @@ def test_import_records_a_bad_file_goes_on_and_a_rerun_adds_it_once_fixed(tmp_pa
 
 def test_import_adds_another_folder_to_a_store_and_orders_integer_labels_as_numbers(tmp_path):
     store = tmp_path / "s.zarr"
-    for name, labels in (("one", ["10", "2", "2"]), ("two", ["10", "2"]), ("three", ["7"])):
+    for name, labels in (("one", ["10", "2", "2"]), ("two", ["10", "2"]), ("three", ["7"]), ("four", ["2"])):
         folder = tmp_path / name
         folder.mkdir()
         rows = ["video,label,split"]
@@ -203,14 +207,30 @@ def test_import_adds_another_folder_to_a_store_and_orders_integer_labels_as_numb
         (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     run_gcf("store", "import", tmp_path / "one", "--labels", tmp_path / "one" / "labels.csv", "-o", store)
     assert open_store(store).meta.class_names == ("2", "10")                 # 2 before 10, as numbers
-    out = run_gcf("store", "import", tmp_path / "two", "--labels", tmp_path / "two" / "labels.csv", "-o", store)
-    assert "imported 2 of 2 videos" in out.stdout                           # another folder, the same classes
+    with open(tmp_path / "two" / "labels.csv", "a") as f:
+        f.write("not_here,99,train\n")                                      # a row without a file: not imported
+    out = run_gcf("store", "import", tmp_path / "two", "--labels", tmp_path / "two" / "labels.csv", "-o", store,
+                  "--fps", "25")                                             # another folder, fps, the same classes
+    assert "imported 2 of 2 videos" in out.stdout
     r = open_store(store)
     assert len(r.videos) == 5 and r.label("two_0") == 1 and r.meta.extra["imported_from"] == str(tmp_path / "one")
     new = run_gcf("store", "import", tmp_path / "three", "--labels", tmp_path / "three" / "labels.csv", "-o", store,
                   check=False)
     assert new.returncode == 2 and "label(s) '7' are not among the 2 classes of" in new.stderr
     assert len(open_store(store).videos) == 5
+    (tmp_path / "four" / "four_0.npy").rename(tmp_path / "four" / "one_1.npy")      # an id the store has, elsewhere
+    (tmp_path / "four" / "labels.csv").write_text("video,label,split\none_1,2,test\n")
+    again = run_gcf("store", "import", tmp_path / "four", "--labels", tmp_path / "four" / "labels.csv", "-o", store)
+    assert "imported 0 of 1 videos (1 already in the store" in again.stdout
+    assert f"warning: 1 video id(s) are in the store from other files and were kept: one_1 ({tmp_path / 'one'}" \
+        in again.stdout
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for i in range(2):
+        np.save(odd / f"o{i}.npy", np.ones((1, 4), np.float32))
+    (odd / "labels.csv").write_text("video,label,split\no0,\u00b2,train\no1,3,train\n")   # int("²") fails: text order
+    run_gcf("store", "import", odd, "--labels", odd / "labels.csv", "-o", tmp_path / "odd.zarr")
+    assert open_store(tmp_path / "odd.zarr").meta.class_names == ("3", "\u00b2")
 
 
 def test_store_cli_does_not_import_torch():

@@ -126,9 +126,11 @@ def extract(config: ExtractConfig) -> ExtractSummary:
         dataset = discover(list(config.inputs), root=config.root)
         items = select_shard(dataset.items, *config.shard)
         model = load_backbone(config)
-        if config.logits and model.spec.num_classes == 0:
-            raise GcfError(f"{config.weights}: a backbone-only file (no classifier) gives no clip logits; leave out "
-                           "--logits, or give a checkpoint with its classifier")
+        if model.spec.num_classes == 0:
+            if config.logits:
+                raise GcfError(f"{config.weights}: a backbone-only file (no classifier) gives no clip logits; leave "
+                               "out --logits, or give a checkpoint with its classifier")
+            log.warning("%s: a backbone-only file (no classifier): descriptors only", config.weights)
         meta = store_meta(model.spec, config, dataset.class_names)
         if config.overwrite:
             remove_store(config.output)

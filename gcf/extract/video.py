@@ -92,7 +92,7 @@ def index_video(path: str | Path) -> VideoIndex:
     try:
         with _open_av(path) as container:
             if not container.streams.video:
-                raise VideoError(f"{path}: no video stream (audio only?); give a video file")
+                raise _truncated(path) or VideoError(f"{path}: no video stream (audio only?); give a video file")
             stream = container.streams.video[0]
             single = len(container.streams.video) == 1            # decord may pick another video stream
             packets, pts, first = 0, [], None                      # counted, not kept: memory stays flat
@@ -109,12 +109,9 @@ def index_video(path: str | Path) -> VideoIndex:
             raise VideoError(f"{path}: truncated or damaged: its header lists {listed} frames, the file holds "
                              f"{packets}; copy or download it again")
         if first is None:
-            raise VideoError(f"{path}: no frame decodes; the file is damaged")
+            raise _truncated(path) or VideoError(f"{path}: no frame decodes; the file is damaged")
     except DECODER_ERRORS as e:
-        if _cut_iso(path):
-            raise VideoError(f"{path}: truncated: its index (the MP4/MOV moov box, written last) is missing or cut "
-                             "off; copy or download it again") from None
-        raise VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
+        raise _truncated(path) or VideoError(f"{path}: cannot open as video ({_clean(e)})") from None
     n = len(pts)
     if n == 0 or not rate > 0 or not np.isfinite(rate):
         raise VideoError(f"{path}: decoder reports {n} frames at {rate} fps; the file is damaged")
@@ -147,22 +144,28 @@ def _ordered_pts(pts: list[int | None], base: float, reorder: int = 16) -> np.nd
     return pts if (np.diff(pts) > 0).all() else None
 
 
-def _cut_iso(path: str) -> bool:
-    """Whether `path` is an ISO media file (ftyp first) whose moov box, the index that cameras and FFmpeg write
-    last, is missing or runs past the end of the file: a copy or recording cut off."""
-    with open(path, "rb") as f:
-        end, at, kinds = os.fstat(f.fileno()).st_size, 0, []
-        while at + 8 <= end:
-            f.seek(at)
-            head = f.read(16)
-            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
-            if size == 1 and len(head) == 16:                # a 64-bit size follows the type
-                size = int.from_bytes(head[8:16], "big")
-            if size < 8:                                     # 0: the box runs to the end of the file
-                break
-            kinds.append(kind)
-            at += size
-    return kinds[:1] == [b"ftyp"] and (b"moov" not in kinds or (kinds[-1] == b"moov" and at > end))
+def _truncated(path: str) -> VideoError | None:
+    """The error for an ISO media file (ftyp first) whose moov box, the index that cameras and FFmpeg write last,
+    is missing or runs past the end of the file (a copy or recording cut off); None for any other file."""
+    try:
+        with open(path, "rb") as f:
+            end, at, kinds = os.fstat(f.fileno()).st_size, 0, []
+            while at + 8 <= end:
+                f.seek(at)
+                head = f.read(16)
+                size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if size == 1 and len(head) == 16:                # a 64-bit size follows the type
+                    size = int.from_bytes(head[8:16], "big")
+                if size < 8:                                     # 0: the box runs to the end of the file
+                    break
+                kinds.append(kind)
+                at += size
+    except OSError:                                              # unreadable: the decoder's error says why
+        return None
+    if kinds[:1] == [b"ftyp"] and (b"moov" not in kinds or (kinds[-1] == b"moov" and at > end)):
+        return VideoError(f"{path}: truncated: its index (the MP4/MOV moov box, written last) is missing or cut "
+                          "off; copy or download it again")
+    return None
 
 
 def _open_av(path: str) -> av.container.InputContainer:
@@ -200,8 +203,8 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int | None = None, 
     A clip is `clip_len` frames, `frame_step` apart (PySlowFast's sampling rate, MMAction2's frame_interval),
     starting every `stride` frames (default clip_len * frame_step: clips side by side).
 
-    `window`: frames decoded per step (memory bound; proportionally fewer, down to one clip, for frames wider than
-    2:1, whose resized size grows with their aspect ratio: a 32:9 panorama at 112 px is 398 px wide). `threads`: decoder threads (0 = auto; 1 by default because
+    `window`: the most frames decoded per step (memory bound; proportionally fewer, down to one clip, for frames
+    wider than 16:9, whose resized size grows with their aspect ratio: a 32:9 panorama at 112 px is 398 px wide). `threads`: decoder threads (0 = auto; 1 by default because
     the pipeline runs one decoder per worker process). `readahead_limit`: bytes decord's read-ahead may take
     (file size + 2 KB per frame) before PyAV's sequential decoder is used instead. `index`: the video's
     index_video(), when the caller already has it.
@@ -227,7 +230,7 @@ def iter_clips(path: str | Path, clip_len: int = 16, stride: int | None = None, 
     reader = reader or _StreamReader(path, width, height, threads, index)
     crop = ((height - size) // 2, (width - size) // 2, size)
     starts = list(clip_starts(meta.n_frames, clip_len, stride, frame_step))
-    frames = window * 2 * size * size // (width * height)   # window frames of up to 2:1; fewer of wider ones
+    frames = min(window, window * 16 * size * size // (9 * width * height))   # fewer of frames wider than 16:9
     per_window = max(1, frames // max(stride, clip_len * frame_step))
     for i in range(0, len(starts), per_window):
         try:

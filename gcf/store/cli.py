@@ -138,26 +138,28 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
         if shape[1] != d:
             raise GcfError(f"{files[vid]}: shape {list(shape)} but other files have {d} features per clip; "
                            f"import features of one backbone into one store")
-    labels_used = {label for label, _ in rows.values() if label}
-    class_names, extra = _class_names(labels_used), {"imported_from": str(Path(folder).resolve()), "fps_assumed": fps}
+    class_names = _class_names({label for label, _ in rows.values() if label})
+    extra = {"imported_from": str(Path(folder).resolve()), "fps_assumed": fps}
+    existing = open_store(out) if Path(out).exists() and not overwrite else None
     retry: set[str] = set()
-    if Path(out).exists() and not overwrite:       # adding to a store: its classes and provenance stay
-        existing = open_store(out)
+    if existing is not None:                       # adding to a store: its classes and provenance stay
         stored, retry = existing.meta, set(existing.failed)     # a file fixed since it failed is imported now
-        unknown = sorted(labels_used - set(stored.class_names))
+        unknown = sorted({rows[vid][0] for vid in files if rows[vid][0]} - set(stored.class_names))
         if unknown:
             raise GcfError(f"{labels}: label(s) {', '.join(map(repr, unknown[:5]))} are not among the "
                            f"{len(stored.class_names)} classes of {out}; import into a new store, or import every "
                            f"video again with --overwrite")
-        class_names, extra = stored.class_names, {**stored.extra, "fps_assumed": fps}
+        class_names, extra = stored.class_names, stored.extra
     meta = StoreMeta(backbone=backbone, weights=weights, clip_len=clip_len, stride=stride, input_size=input_size,
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), feature_dim=d, class_names=class_names,
                      dtype=dtype, frame_step=frame_step, extra=extra)
     added, failed = 0, []
     with StoreWriter(out, meta, writer_id="import", overwrite=overwrite) as w:
-        done = w.done() - retry
+        done, elsewhere = w.done() - retry, []
         for vid, f in files.items():
             if vid in done:
+                if existing is not None and vid in existing.videos and existing.info(vid).source != str(f):
+                    elsewhere.append(f"{vid} ({existing.info(vid).source}, not {f})")
                 continue
             label, split = rows[vid]
             x = np.load(f, allow_pickle=False)
@@ -171,11 +173,15 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
                 w.add(info, x, starts, times)
                 added += 1
             except GcfError as e:                  # NaN/Inf, float16 overflow: this file fails, the rest go on
-                w.add_failure(info, str(e))
+                if vid not in retry:                   # still broken: its failure is on record already
+                    w.add_failure(info, str(e))
                 failed.append(str(e))
     already = len(files) - added - len(failed)
     click.echo(f"{out}: imported {added} of {len(files)} videos ({already} already in the store, "
                f"{len(failed)} failed)")
+    if elsewhere:
+        click.echo(f"warning: {len(elsewhere)} video id(s) are in the store from other files and were kept: "
+                   f"{'; '.join(elsewhere[:3])}; rename a file to import it as another video")
     for line in failed[:5]:
         click.echo(f"failed: {line}")
     if failed:
@@ -188,9 +194,10 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
 def _class_names(labels: set[str]) -> tuple[str, ...]:
     """Class names in index order: numerically when every label is an integer (Kinetics class ids: 2 before 10),
     else as text."""
-    if all(label.lstrip("-").isdigit() for label in labels):
+    try:
         return tuple(sorted(labels, key=int))
-    return tuple(sorted(labels))
+    except ValueError:                             # a name, or a digit int() does not take (superscripts)
+        return tuple(sorted(labels))
 
 
 def _read_labels(path: Path, require_label: bool) -> dict[str, tuple[str, str]]:

@@ -118,7 +118,7 @@ def meta_mismatch(stored: StoreMeta, wanted: StoreMeta, where: str) -> GcfError 
         return None
     detail = "; ".join(f"{k} is {_short(a[k])} in the store but {_short(b[k])} here" for k in diff)
     return GcfError(f"{where}: this store was made with different settings ({detail}); "
-                    f"write to a new store path, or pass --overwrite to replace this one")
+                    f"write to a new store path, or pass --overwrite to delete this one and start again")
 
 
 def _short(value) -> str:

@@ -193,7 +193,7 @@ def build_backbone(name: str, weights: str | os.PathLike, *, num_classes: int | 
         model = _construct(entry, num_classes or entry.num_classes, seed, options, calibrate=None)
         load_state(model, ckpt.state_dict, weights, _describe(name, options), optional=head if headless else None)
         if headless:
-            log.warning("%s: %s holds no classifier (%s*): descriptors only, no clip logits", name, weights, head)
+            log.info("%s: %s holds no classifier (%s*): descriptors only, no clip logits", name, weights, head)
         convention = chosen or get_norm(ckpt.norm or entry.norm)
         if chosen is None and ckpt.norm is not None:
             log.log(logging.INFO if ckpt.norm == entry.norm else logging.WARNING,
