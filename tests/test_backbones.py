@@ -34,7 +34,8 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "r2plus1d_r34_32x2": {"width": 0.125}, "ircsn_r152": {"width": 0.125}, "ipcsn_r152": {"width": 0.125},
          "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}, "c3d": {"width": 0.125},
          "i3d_r50_nl_dot": {"width": 0.125}, "i3d_r50_nl_embedded": {"width": 0.125},
-         "i3d_r50_nl_gaussian": {"width": 0.125}}
+         "i3d_r50_nl_gaussian": {"width": 0.125}, "swin_t": {"width": 0.125}, "swin_s": {"width": 0.125},
+         "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -83,6 +84,8 @@ def count_params(name: str, **options) -> int:
     ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
+    ("swin_t", {}, 28_158_070 + 200 * 769),     # MMAction2's Video Swin-T: 28.2M with 400 (metafile), -B 88.0M
+    ("swin_b", {}, 88_048_984 + 200 * 1025),
     ("i3d_r50_nl_dot", {}, 35_397_840 + 200 * 2049),       # MMAction2's I3D NL dot-product/embedded: 35,397,840
     ("i3d_r50_nl_gaussian", {}, 31_723_728 + 200 * 2049),  # and Gaussian (no theta/phi): 31,723,728, with 400
     ("c3d", {}, 78_409_573 - 101 * 4097 + 600 * 4097),  # MMAction2's C3D metafile: 78,409,573 with UCF-101's 101
@@ -581,6 +584,35 @@ def test_i3d_non_local_loads_mmaction2_files_in_res3_and_res4(tmp_path, name):
             build_backbone("i3d_r50_32x2", path, **SMALL[name])
 
 
+@pytest.mark.parametrize("layout", ["mmaction2", "video-swin"])
+def test_video_swin_loads_mmaction2_and_original_files_and_tells_the_arch(tmp_path, layout):
+    source = random_model("swin_t")
+    state = source.state_dict()
+    assert "backbone.layers.2.blocks.5.attn.relative_position_bias_table" in state and len(source.backbone.layers) == 4
+    if layout == "video-swin":              # SwinTransformer/Video-Swin-Transformer: backbone.norm, saved indices
+        state = {k.replace("backbone.norm3.", "backbone.norm."): v for k, v in state.items()}
+        for i, layer in enumerate(source.backbone.layers):
+            for j, block in enumerate(layer.blocks):
+                state[f"backbone.layers.{i}.blocks.{j}.attn.relative_position_index"] = \
+                    block.attn.relative_position_index
+    path = tmp_path / "swin.pth"
+    torch.save({"meta": {}, "state_dict": state}, path)
+    loaded = build_backbone("swin_t", path, **SMALL["swin_t"])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+        assert loaded.feature_map(x).shape == (2, 96, 8, 2, 2)           # 2x4x4 patches, 3 merges; C 12 x 8
+    assert loaded.spec.norm.name == "imagenet" and (loaded.spec.clip_len, loaded.spec.frame_step) == (32, 2)
+    base = {"backbone.patch_embed.proj.weight": torch.zeros(128, 3, 2, 4, 4),   # Swin-B's width and depth
+            **{f"backbone.layers.2.blocks.{j}.norm1.weight": torch.zeros(1) for j in range(18)}}
+    torch.save(base, tmp_path / "base.pth")
+    with pytest.raises(GcfError, match=r"base.pth: its layout implies arch=b, but swin_t is built with arch=t; "
+                                       r"use --backbone swin_b$"):
+        build_backbone("swin_t", tmp_path / "base.pth")
+    with pytest.raises(GcfError, match=r"does not fit resnet50: .*; the file is a Video Swin: use --backbone swin_t"):
+        build_backbone("resnet50", path)
+
+
 C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
 
 
@@ -836,7 +868,8 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
                "i3d_r50_32x2": (32, 2, 224), "r2plus1d_r34_8x8": (8, 8, 224),
                "r2plus1d_r34_32x2": (32, 2, 224), "ircsn_r152": (32, 2, 224), "ipcsn_r152": (32, 2, 224),
                "ircsn_r50": (32, 2, 224), "csn_r101": (32, 2, 224), "i3d_r50_nl_dot": (32, 2, 224),
-               "i3d_r50_nl_embedded": (32, 2, 224), "i3d_r50_nl_gaussian": (32, 2, 224)}  # what the weights saw
+               "i3d_r50_nl_embedded": (32, 2, 224), "i3d_r50_nl_gaussian": (32, 2, 224),
+               **{f"swin_{a}": (32, 2, 224) for a in "tsbl"}}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)
 

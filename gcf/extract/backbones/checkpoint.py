@@ -107,11 +107,12 @@ LAYOUTS = (
                                            "i3d_r50_nl_dot or i3d_r50_nl_embedded (the same tensors: its config's "
                                            "mode says which) or i3d_r50_nl_gaussian"),
     ("backbone.conv1a.conv.", "the file is an MMAction2 C3D: use --backbone c3d"),
+    ("backbone.layers.0.blocks.0.", "the file is a Video Swin: use --backbone swin_t, swin_s, swin_b or swin_l"),
     ("conv3a.", "the file is a C3D (DavideA/c3d-pytorch, jfzhang95/pytorch-video-recognition): use --backbone c3d"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2; non-local: i3d_r50_nl_*), R(2+1)D-34 "
                   "(r2plus1d_r34_8x8, _32x2), CSN (ircsn_r152, ipcsn_r152, ircsn_r50), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101), "
-                  "X3D (x3d_s, x3d_m) and C3D (c3d), not yet its other architectures"),
+                  "X3D (x3d_s, x3d_m), C3D (c3d) and Video Swin (swin_t/s/b/l), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
                           "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...) and X3D "
                           "(x3d_xs/s/m/l), not yet MViT"),

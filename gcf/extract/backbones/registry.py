@@ -36,6 +36,8 @@ from gcf.extract.backbones.slowfast import convert as slowfast_layouts
 from gcf.extract.backbones.slowfast import slowfast
 from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
+from gcf.extract.backbones.swin import convert as swin_layouts
+from gcf.extract.backbones.swin import swin
 from gcf.extract.backbones.vmz import vmz_r2plus1d
 from gcf.extract.backbones.x3d import convert as x3d_layouts
 from gcf.extract.backbones.x3d import x3d
@@ -131,6 +133,13 @@ REGISTRY: dict[str, Entry] = {
     # C3D, 16 frames of 112 px: DavideA/c3d-pytorch's Sports-1M port (c3d.pickle, 487 classes), MMAction2's files
     # and jfzhang95/pytorch-video-recognition's fine-tuned models, renamed on loading; descriptor fc7 (or fc6)
     "c3d": Entry(c3d, "c3d", 487, "cls_head.fc_cls.weight", "c3d.pickle", convert=c3d_layouts),
+    # MMAction2's Video Swin (T, S, B from ImageNet-1k, L from ImageNet-22k) on Kinetics-400, 32 frames 2 apart; the
+    # original repository's files (Video-Swin-Transformer) renamed on loading
+    **{f"swin_{arch}": Entry(partial(swin, arch=arch), "imagenet", 400, "cls_head.fc_cls.weight",
+                             f"swin-{name}-p244-w877_in{pre}-pre_8xb8-amp-32x2x1-30e_kinetics400-rgb_{date}.pth",
+                             clip_len=32, input_size=224, frame_step=2, convert=swin_layouts)
+       for arch, name, pre, date in (("t", "tiny", "1k", "20220930-241016b2"), ("s", "small", "1k", "20220930-e91ab986"),
+                                     ("b", "base", "1k", "20220930-182ec6cc"), ("l", "large", "22k", "20220930-78ad8b11"))},
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),

@@ -210,13 +210,14 @@ class Head(nn.Module):
         self.fc_cls = nn.Linear(feature_dim, num_classes)
 
 
-class ResNet3d(Backbone):
-    """A Slow or I3D ResNet: MMAction2 recognizer layout (`backbone`, `cls_head`)."""
+class Recognizer(Backbone):
+    """MMAction2's recognizer layout: a `backbone` giving A (`out_channels` of them) and a `cls_head` classifying
+    its global average."""
 
-    def __init__(self, layers: tuple[int, ...], num_classes: int, width: float = 1.0, **trunk):
+    def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()
-        self.backbone = Trunk(layers, width, **trunk)
-        self.feature_dim = self.backbone.out_channels
+        self.backbone = backbone
+        self.feature_dim = backbone.out_channels
         self.cls_head = Head(self.feature_dim, num_classes)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,6 +225,13 @@ class ResNet3d(Backbone):
 
     def classify(self, v: torch.Tensor) -> torch.Tensor:
         return self.cls_head.fc_cls(v)
+
+
+class ResNet3d(Recognizer):
+    """A Slow, I3D, R(2+1)D or CSN ResNet in MMAction2's recognizer layout."""
+
+    def __init__(self, layers: tuple[int, ...], num_classes: int, width: float = 1.0, **trunk):
+        super().__init__(Trunk(layers, width, **trunk), num_classes)
 
     @property
     def cam_layer(self) -> nn.Module:
