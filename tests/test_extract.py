@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import REPO, run_gcf
 
+from gcf.errors import GcfError
 from gcf.extract.inputs import discover
 from gcf.extract.pipeline import select_shard
 from gcf.store import open_store
@@ -401,6 +402,35 @@ def test_backbone_runner_keeps_each_clip_with_its_video(device):
     tol = 1e-4 if device == "cpu" else 3e-2                 # bf16 autocast on CUDA
     for key, v in want.items():
         np.testing.assert_allclose(np.stack(got[key]), v, rtol=tol, atol=tol * np.abs(v).max())
+
+
+def test_a_batch_that_runs_out_of_memory_is_run_in_halves(caplog):
+    import torch
+
+    from gcf.extract.pipeline import BackboneRunner
+
+    model = tiny_model()
+    descriptor, calls = model.descriptor, []
+
+    def limited(x):                                   # a device with room for 2 clips at a time
+        calls.append(len(x))
+        if len(x) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return descriptor(x)
+
+    frames = np.random.default_rng(0).integers(0, 256, (7, 16, 32, 32, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        want = descriptor(model.spec.normalize(frames)).numpy()
+    model.descriptor = limited
+    runner = BackboneRunner(model, batch_size=8, clip_len=16, size=32, logits=True)
+    runner.add(frames, "v")
+    out = runner.run(partial=True)
+    np.testing.assert_allclose(np.concatenate([o.descriptors for o in out]), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert calls == [7, 4, 2, 2, 2, 1] and runner.chunk == 2 and "running the backbone 2 clips at a time" in caplog.text
+    model.descriptor = lambda x: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+    runner.add(frames[:1], "w")
+    with pytest.raises(GcfError, match=r"one clip \(16 frames of 32 px\) does not fit in the memory of cpu"):
+        runner.run(partial=True)
 
 
 def decoder_pids() -> list[int]:

@@ -230,7 +230,8 @@ class BackboneRunner:
 
     Model and batches are channels_last_3d on every device. On CUDA also: pinned batch buffers, non-blocking
     copies, bf16 (else fp16) autocast, and one batch kept in flight so the CPU assembles the next batch while the
-    GPU runs this one.
+    GPU runs this one. A batch that runs out of memory is run again in halves (a Video Swin at 32x224 needs
+    ~0.65 GB per clip), down to one clip at a time, and the run goes on at that size.
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int, clip_len: int, size: int,
@@ -238,6 +239,7 @@ class BackboneRunner:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.batch_size, self.logits = batch_size, logits
+        self.chunk = batch_size                  # clips per backbone call: halved while a batch runs out of memory
         self.shape = (clip_len, size, size, 3)
         # channels-last on CPU too: oneDNN's 3D convolutions run 2x faster than on NCDHW tensors (bench/README.md)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last_3d)
@@ -290,17 +292,42 @@ class BackboneRunner:
         with torch.inference_mode():
             if self.cuda:
                 x = x.to(self.device, non_blocking=True)
-            x = self.model.spec.normalize(x).contiguous(memory_format=torch.channels_last_3d)   # already is: no copy
-            with self.amp:
-                v = self.model.descriptor(x)
-                z = self.model.classify(v) if self.logits else None
-            v, z = v.float(), (z.float() if z is not None else None)
+            v, z = self._forward(x)
             event = None
             if self.cuda:
                 v, z = _to_host(v), (_to_host(z) if z is not None else None)
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(self.device))   # the stream of cuda:N, not of cuda:0
         self._inflight.append((event, buf, keys, v, z))
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Descriptors (and logits) of uint8 clips x, `self.chunk` clips at a time: when a batch does not fit in
+        the device's memory, the chunk is halved (for the rest of the run) and the batch run again."""
+        while True:
+            try:
+                parts = [self._chunk(x[i:i + self.chunk]) for i in range(0, len(x), self.chunk)]
+                break
+            except RuntimeError as e:                  # torch.OutOfMemoryError is one, as CPU allocation failures
+                if not _out_of_memory(e):
+                    raise
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                if self.chunk == 1:
+                    raise GcfError(f"{self.model.spec.name}: one clip ({self.shape[0]} frames of {self.shape[1]} px) "
+                                   f"does not fit in the memory of {self.device}; use a smaller --size or "
+                                   "--clip-len, or another device") from None
+                self.chunk //= 2
+                log.warning("out of memory on %s: running the backbone %d clips at a time (--batch-size %d "
+                            "avoids the retries)", self.device, self.chunk, self.chunk)
+        v = torch.cat([p[0] for p in parts])
+        return v, (torch.cat([p[1] for p in parts]) if self.logits else None)
+
+    def _chunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.model.spec.normalize(x).contiguous(memory_format=torch.channels_last_3d)   # already is: no copy
+        with self.amp:
+            v = self.model.descriptor(x)
+            z = self.model.classify(v) if self.logits else None
+        return v.float(), (z.float() if z is not None else None)
 
     def _collect(self) -> Output:
         event, buf, keys, v, z = self._inflight.popleft()
@@ -309,6 +336,12 @@ class BackboneRunner:
         self._spare.append(buf)
         n = len(keys)
         return Output(keys, v[:n].numpy(), z[:n].numpy() if z is not None else None)
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """Whether a RuntimeError is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's)."""
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error) \
+        or "out of memory" in str(error)
 
 
 def _to_host(t: torch.Tensor) -> torch.Tensor:
