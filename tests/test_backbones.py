@@ -35,7 +35,8 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "ircsn_r50": {"width": 0.125}, "csn_r101": {"width": 0.125}, "c3d": {"width": 0.125},
          "i3d_r50_nl_dot": {"width": 0.125}, "i3d_r50_nl_embedded": {"width": 0.125},
          "i3d_r50_nl_gaussian": {"width": 0.125}, "swin_t": {"width": 0.125}, "swin_s": {"width": 0.125},
-         "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}}
+         "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}, "videomae_s": {"width": 0.25},
+         "videomae_b": {"width": 0.125}, "videomae_l": {"width": 0.125}, "videomae_h": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -84,6 +85,7 @@ def count_params(name: str, **options) -> int:
     ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
+    ("videomae_b", {}, 86_534_800 + 200 * 769),  # VideoMAE ViT-B (87M), as its reference code builds it
     ("swin_t", {}, 28_158_070 + 200 * 769),     # MMAction2's Video Swin-T: 28.2M with 400 (metafile), -B 88.0M
     ("swin_b", {}, 88_048_984 + 200 * 1025),
     ("i3d_r50_nl_dot", {}, 35_397_840 + 200 * 2049),       # MMAction2's I3D NL dot-product/embedded: 35,397,840
@@ -613,6 +615,68 @@ def test_video_swin_loads_mmaction2_and_original_files_and_tells_the_arch(tmp_pa
         build_backbone("resnet50", path)
 
 
+def _hf_videomae(state: dict, split_bias: bool) -> dict:
+    """Our (the reference code's) VideoMAE names -> Hugging Face's (transformers 5 when split_bias)."""
+    out = {"videomae.embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+           "videomae.embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+           "fc_norm.weight": state["fc_norm.weight"], "fc_norm.bias": state["fc_norm.bias"],
+           "classifier.weight": state["head.weight"], "classifier.bias": state["head.bias"]}
+    parts = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    for i in range(len({k.split(".")[1] for k in state if k.startswith("blocks.")})):
+        layer, attn = f"videomae.encoder.layer.{i}", f"videomae.encoder.layer.{i}.attention.attention"
+        for ours, theirs in parts.items():
+            for leaf in ("weight", "bias"):
+                out[f"{layer}.{theirs}.{leaf}"] = state[f"blocks.{i}.{ours}.{leaf}"]
+        for name, w in zip(("query", "key", "value"), state[f"blocks.{i}.attn.qkv.weight"].chunk(3)):
+            out[f"{attn}.{name}.weight"] = w.clone()
+        for p in ("q", "v"):
+            out[f"{attn}.{'query' if p == 'q' else 'value'}.bias" if split_bias else f"{attn}.{p}_bias"] = \
+                state[f"blocks.{i}.attn.{p}_bias"]
+    return out
+
+
+@pytest.mark.parametrize("layout", ["videomae", "hf4", "hf5"])
+def test_videomae_loads_its_own_and_hugging_faces_files(tmp_path, layout):
+    import argparse
+
+    from safetensors.torch import save_file
+
+    source = random_model("videomae_b")
+    state = source.state_dict()
+    if layout == "videomae":                  # run_class_finetuning.py's save_model: {'model', 'args', ...}
+        path = tmp_path / "checkpoint.pth"
+        torch.save({"model": state, "epoch": 34, "args": argparse.Namespace(num_frames=16, sampling_rate=4)}, path)
+    else:
+        path = tmp_path / "model.safetensors"
+        save_file(_hf_videomae(state, split_bias=layout == "hf5"), path)
+    loaded = build_backbone("videomae_b", path, **SMALL["videomae_b"])
+    frames = torch.randint(0, 256, (2, 16, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = loaded.spec.normalize(frames)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+        a = loaded.feature_map(x)
+        assert a.shape == (2, 96, 8, 14, 14) and torch.equal(loaded.fc_norm(a.mean(dim=(2, 3, 4))), loaded.descriptor(x))
+    spec = loaded.spec
+    assert (spec.norm.name, spec.clip_len, spec.frame_step, spec.input_size) == ("imagenet", 16, 4, 224)
+
+
+def test_videomae_refuses_other_clip_shapes_and_tells_its_size(tmp_path):
+    from gcf.extract.backbones import check_geometry
+    with pytest.raises(GcfError, match=r"backbone videomae_b cannot take 16-frame clips of 112x112 px \(VideoMAE's "
+                                       r"position table is for 16-frame clips of 224 px\)"):
+        check_geometry("videomae_b", 16, 112)
+    base = {"patch_embed.proj.weight": torch.zeros(768, 3, 2, 16, 16),              # ViT-B's width and depth
+            **{f"blocks.{i}.norm1.weight": torch.zeros(1) for i in range(12)}}
+    torch.save({"model": base}, tmp_path / "vit_b.pth")
+    with pytest.raises(GcfError, match=r"vit_b.pth: its layout implies size=b, but videomae_s is built with size=s; "
+                                       r"use --backbone videomae_b$"):
+        build_backbone("videomae_s", tmp_path / "vit_b.pth")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(GcfError, match=r"bad.safetensors: not a readable .safetensors file"):
+        build_backbone("videomae_b", tmp_path / "bad.safetensors")
+
+
 C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
 
 
@@ -847,7 +911,7 @@ def test_normalize_conventions():
     assert torch.allclose(bgr[:, 0], torch.from_numpy(frames[..., 2]).float() - 114.7748)  # blue comes first
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "c3d"])   # C3D's descriptor is fc7: test_c3d_*
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "c3d" and not n.startswith("videomae")])  # own tests
 def test_descriptor_is_the_pooled_cam_layer_output(name):
     model = random_model(name)
     maps = []

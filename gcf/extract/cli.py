@@ -43,10 +43,11 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
               "slowfast_r101, i3d_r50, i3d_r50_32x2, i3d_r50_nl_dot, i3d_r50_nl_embedded, i3d_r50_nl_gaussian, "
               "r2plus1d_r34_8x8, r2plus1d_r34_32x2, ircsn_r152, ipcsn_r152, "
               "ircsn_r50, csn_r101, x3d_xs, x3d_s, x3d_m, x3d_l, c3d, swin_t, swin_s, swin_b, swin_l, "
+              "videomae_s, videomae_b, videomae_l, videomae_h, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
 @click.option("--weights", metavar="PATH|random",
               help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs, MMAction2, PySlowFast, PyTorchVideo, VMZ, "
-                   "C3D ports or a plain state dict), or 'random' "
+                   "C3D ports, VideoMAE, Hugging Face .safetensors or a plain state dict), or 'random' "
                    "(tests and demos only: seeded, the seed is recorded in the store) "
                    "[default: the backbone's published file in --weights-dir].")
 @click.option("--weights-dir", envvar="GCF_WEIGHTS", default="~/.cache/gcf/weights", show_default=True,

@@ -3,13 +3,15 @@
 Formats: {'epoch', 'arch', 'state_dict', 'optimizer', ...} with keys prefixed 'module.' (3D-ResNets-PyTorch
 CVPR2018 branch and okankop/Efficient-3DCNNs, saved from DataParallel) or unprefixed (3D-ResNets-PyTorch master,
 which saves model.module.state_dict()), MMAction2's {'meta', 'state_dict'}, PySlowFast's and PyTorchVideo's
-{'model_state', ...} and plain state dicts. A file in
+{'model_state', ...}, timm-style {'model', 'args', ...} (VideoMAE), Hugging Face's .safetensors and plain state
+dicts. A file in
 another repository's layout is named as such when it does not fit (LAYOUTS). Only torch.load(weights_only=True):
 no code runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
@@ -36,8 +38,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path).expanduser()
     if not path.is_file():
         raise GcfError(f"{path}: no such checkpoint file; give the path of a .pth file, or 'random'")
+    if path.suffix == ".safetensors":                         # Hugging Face's format: tensors only, by design
+        return _read_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):   # the `args` timm-style trainers save
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises KeyError, EOFError, RuntimeError, UnpicklingError... on non-checkpoints
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found:
@@ -54,8 +59,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         first = (str(e).strip().splitlines() or ["unreadable"])[0][:200]
         raise GcfError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {first}); "
                        "give a .pth file written by torch.save") from e
-    # 'state_dict': 3D-ResNets, Efficient-3DCNNs, MMAction2; 'model_state': PySlowFast's .pyth files
-    state = obj.get("state_dict", obj.get("model_state", obj)) if isinstance(obj, dict) else None
+    # 'state_dict': 3D-ResNets, Efficient-3DCNNs, MMAction2; 'model_state': PySlowFast's .pyth files; 'model' or
+    # 'module': timm-style trainers (VideoMAE)
+    key = next((k for k in ("state_dict", "model_state", "model", "module") if isinstance(obj, dict) and k in obj), None)
+    state = (obj[key] if key else obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise GcfError(f"{path}: holds no state dict (a dict of tensors, or one under 'state_dict' or "
@@ -69,6 +76,20 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if origin is None and "opt_dict" in obj and "state_dict" in obj:       # {'epoch', 'state_dict', 'opt_dict'}
         origin = "jfzhang95/pytorch-video-recognition"   # (and its forks); its C3D's convention: c3d.convert says
     return Checkpoint(state, origin, norm)
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
+    """A .safetensors file's tensors (Hugging Face's format); a GcfError when it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise GcfError(f"{path}: not a readable .safetensors file ({e}); download it again") from None
+    if not state:
+        raise GcfError(f"{path}: holds no tensors; give a model's weights")
+    return Checkpoint(state, None, None)
 
 
 def _origin(arch: object, prefixed: bool, counters: bool) -> tuple[str | None, str | None]:
@@ -108,6 +129,10 @@ LAYOUTS = (
                                            "mode says which) or i3d_r50_nl_gaussian"),
     ("backbone.conv1a.conv.", "the file is an MMAction2 C3D: use --backbone c3d"),
     ("backbone.layers.0.blocks.0.", "the file is a Video Swin: use --backbone swin_t, swin_s, swin_b or swin_l"),
+    ("videomae.encoder.layer.0.", "the file is a Hugging Face VideoMAE: use --backbone videomae_s, videomae_b, "
+                                  "videomae_l or videomae_h"),
+    ("blocks.0.attn.q_bias", "the file is a VideoMAE: use --backbone videomae_s, videomae_b, videomae_l or "
+                             "videomae_h"),
     ("conv3a.", "the file is a C3D (DavideA/c3d-pytorch, jfzhang95/pytorch-video-recognition): use --backbone c3d"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2; non-local: i3d_r50_nl_*), R(2+1)D-34 "

@@ -38,6 +38,8 @@ from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
 from gcf.extract.backbones.swin import convert as swin_layouts
 from gcf.extract.backbones.swin import swin
+from gcf.extract.backbones.videomae import convert as videomae_layouts
+from gcf.extract.backbones.videomae import videomae
 from gcf.extract.backbones.vmz import vmz_r2plus1d
 from gcf.extract.backbones.x3d import convert as x3d_layouts
 from gcf.extract.backbones.x3d import x3d
@@ -140,6 +142,12 @@ REGISTRY: dict[str, Entry] = {
                              clip_len=32, input_size=224, frame_step=2, convert=swin_layouts)
        for arch, name, pre, date in (("t", "tiny", "1k", "20220930-241016b2"), ("s", "small", "1k", "20220930-e91ab986"),
                                      ("b", "base", "1k", "20220930-182ec6cc"), ("l", "large", "22k", "20220930-78ad8b11"))},
+    # VideoMAE ViT-S/B/L/H fine-tuned on Kinetics-400, 16 frames 4 apart at 224 px: MCG-NJU/VideoMAE's files
+    # ({'model': ...}) and Hugging Face's MCG-NJU/videomae-*-finetuned-kinetics (renamed on loading)
+    **{f"videomae_{size}": Entry(partial(videomae, size=size), "imagenet", 400, "head.weight",
+                                 f"videomae-{name}-finetuned-kinetics.safetensors", clip_len=16, input_size=224,
+                                 frame_step=4, convert=videomae_layouts)
+       for size, name in (("s", "small"), ("b", "base"), ("l", "large"), ("h", "huge"))},
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
