@@ -636,7 +636,7 @@ def _hf_videomae(state: dict, split_bias: bool) -> dict:
     return out
 
 
-@pytest.mark.parametrize("layout", ["videomae", "hf4", "hf5"])
+@pytest.mark.parametrize("layout", ["videomae", "hf4", "hf5", "mmaction2"])
 def test_videomae_loads_its_own_and_hugging_faces_files(tmp_path, layout):
     import argparse
 
@@ -647,6 +647,14 @@ def test_videomae_loads_its_own_and_hugging_faces_files(tmp_path, layout):
     if layout == "videomae":                  # run_class_finetuning.py's save_model: {'model', 'args', ...}
         path = tmp_path / "checkpoint.pth"
         torch.save({"model": state, "epoch": 34, "args": argparse.Namespace(num_frames=16, sampling_rate=4)}, path)
+    elif layout == "mmaction2":               # VisionTransformer + I3DHead; its sine table saved as a buffer
+        path = tmp_path / "vit-base-p16_videomae-k400-pre_16x4x1_kinetics-400.pth"
+        mm = {"backbone." + k.replace("patch_embed.proj.", "patch_embed.projection.").replace(
+            ".mlp.fc1.", ".mlp.layers.0.0.").replace(".mlp.fc2.", ".mlp.layers.1."): v
+            for k, v in state.items() if not k.startswith("head.")}
+        mm.update({"backbone.pos_embed": source.pos_embed[None], "cls_head.fc_cls.weight": state["head.weight"],
+                   "cls_head.fc_cls.bias": state["head.bias"]})
+        torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": mm}, path)
     else:
         path = tmp_path / "model.safetensors"
         save_file(_hf_videomae(state, split_bias=layout == "hf5"), path)

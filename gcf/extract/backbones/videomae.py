@@ -1,7 +1,8 @@
 """VideoMAE (Tong et al. 2022): a plain ViT on 2x16x16 tubelets, fine-tuned on Kinetics, in the names of its
 reference code (MCG-NJU/VideoMAE `modeling_finetune.py`: `patch_embed.proj`, `blocks.0.attn.qkv`, `attn.q_bias`,
 `fc_norm`, `head`); Hugging Face's `VideoMAEForVideoClassification` files (`videomae.encoder.layer.0.attention.
-attention.query`, `classifier`) are renamed on loading.
+attention.query`, `classifier`) and MMAction2's (`backbone.patch_embed.projection`, `backbone.blocks.0.mlp.layers.0.0`,
+`cls_head.fc_cls`) are renamed on loading.
 
 Tokens get a fixed sine-cosine position table made for the clip shape the weights were trained on (16 frames of
 224 px: 8 x 14 x 14 tokens), so that is the only shape the network takes. A is the last block's tokens as a map
@@ -145,9 +146,18 @@ _HF_LAYER = {"layernorm_before": "norm1", "layernorm_after": "norm2", "attention
              "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
 
 
+def _mm_name(key: str) -> str:
+    """MMAction2's name of a VideoMAE tensor (`backbone.patch_embed.projection`, mmcv FFN's `mlp.layers.0.0` and
+    `mlp.layers.1`, `cls_head.fc_cls`) -> the reference code's."""
+    key = key.removeprefix("backbone.").replace("patch_embed.projection.", "patch_embed.proj.")
+    key = key.replace(".mlp.layers.0.0.", ".mlp.fc1.").replace(".mlp.layers.1.", ".mlp.fc2.")
+    return key.replace("cls_head.fc_cls.", "head.")
+
+
 def convert(ckpt: Checkpoint) -> Checkpoint:
-    """A Hugging Face VideoMAEForVideoClassification state dict in the reference code's names, and the size its
-    width and depth imply; the reference code's own files (`{'model': ...}`) as they are."""
+    """A Hugging Face VideoMAEForVideoClassification or MMAction2 VisionTransformer state dict in the reference
+    code's names, and the size its width and depth imply; the reference code's own files (`{'model': ...}`) as
+    they are."""
     state = ckpt.state_dict
     if "videomae.embeddings.patch_embeddings.projection.weight" in state:
         out = {}
@@ -166,6 +176,9 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
             part = f"videomae.encoder.layer.{i}.attention.attention"
             out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([state[f"{part}.{p}.weight"] for p in ("query", "key", "value")])
         ckpt = Checkpoint(out, "huggingface/transformers (MCG-NJU/videomae-*)", "imagenet")
+    if "backbone.patch_embed.projection.weight" in ckpt.state_dict:            # MMAction2's VisionTransformer
+        ckpt = dataclasses.replace(ckpt, norm="imagenet", state_dict={
+            _mm_name(k): v for k, v in ckpt.state_dict.items() if k != "backbone.pos_embed"})   # computed here
     embed = ckpt.state_dict.get("patch_embed.proj.weight")
     depth = len({k.split(".")[1] for k in ckpt.state_dict if k.startswith("blocks.")})
     size = next((s for s, (dim, d, _) in SIZES.items() if embed is not None and embed.shape[0] == dim and d == depth),
