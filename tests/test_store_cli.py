@@ -221,7 +221,7 @@ def test_import_adds_another_folder_to_a_store_and_orders_integer_labels_as_numb
     (tmp_path / "four" / "four_0.npy").rename(tmp_path / "four" / "one_1.npy")      # an id the store has, elsewhere
     (tmp_path / "four" / "labels.csv").write_text("video,label,split\none_1,2,test\n")
     again = run_gcf("store", "import", tmp_path / "four", "--labels", tmp_path / "four" / "labels.csv", "-o", store)
-    assert "imported 0 of 1 videos (1 already in the store" in again.stdout
+    assert "imported 0 of 1 video (1 already in the store" in again.stdout
     assert f"warning: 1 video id(s) are in the store from other files and were kept: one_1 ({tmp_path / 'one'}" \
         in again.stdout
     odd = tmp_path / "odd"

@@ -70,11 +70,11 @@ def make_data(table: FeatureTable, class_names: tuple[str, ...], seed: int = 0, 
         stored = splits == "test"
         why = ("its test videos have NaN/Inf features" if (stored & (table.labels >= 0)).any()
                else "its test videos are unlabelled" if stored.any() else "the store has no test split")
-        notes.append(f"test: {len(test)} videos carved from train ({test_fraction:.0%}, at least one of every class "
+        notes.append(f"test: {plural(len(test), 'video')} carved from train ({test_fraction:.0%}, at least one of every class "
                      f"with two or more), stratified, seed {seed} ({why})")
     if len(val) == 0:
         train, val = carve(train, table.labels, val_fraction, seed + 1)
-        notes.append(f"val: {len(val)} videos carved from train ({val_fraction:.0%}, at least one of every class "
+        notes.append(f"val: {plural(len(val), 'video')} carved from train ({val_fraction:.0%}, at least one of every class "
                      f"with two or more), stratified, seed {seed + 1}")
     untrained = np.setdiff1d(table.labels[test], table.labels[train])
     if len(untrained):

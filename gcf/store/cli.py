@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from gcf.errors import GcfError
+from gcf.errors import GcfError, plural
 from gcf.ids import IdIndex
 from gcf.store.backend import backend_for
 from gcf.store.meta import SPLITS, StoreMeta, VideoInfo
@@ -177,7 +177,7 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
                     w.add_failure(info, str(e))
                 failed.append(str(e))
     already = len(files) - added - len(failed)
-    click.echo(f"{out}: imported {added} of {len(files)} videos ({already} already in the store, "
+    click.echo(f"{out}: imported {added} of {plural(len(files), 'video')} ({already} already in the store, "
                f"{len(failed)} failed)")
     if elsewhere:
         click.echo(f"warning: {len(elsewhere)} video id(s) are in the store from other files and were kept: "
