@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import logging
 import re
 import subprocess
@@ -581,9 +582,20 @@ def test_i3d_non_local_loads_mmaction2_files_in_res3_and_res4(tmp_path, name):
                                                rf"built with non_local={mode}; use --backbone i3d_r50_nl_gaussian$"):
                 build_backbone(other, path, **SMALL[name])
     else:
-        with pytest.raises(GcfError, match=r"nl.pth: does not fit i3d_r50_32x2 .*; the file is an MMAction2 I3D with "
-                                           r"non-local blocks: use --backbone i3d_r50_nl_dot"):
-            build_backbone("i3d_r50_32x2", path, **SMALL[name])
+        for other in ("i3d_r50_32x2", "i3d_r50_nl_gaussian"):
+            with pytest.raises(GcfError, match=rf"nl.pth: does not fit {other} .*; the file is an MMAction2 I3D with "
+                                               r"dot-product or embedded-Gaussian non-local blocks .*: use --backbone "
+                                               r"i3d_r50_nl_dot or i3d_r50_nl_embedded$"):
+                build_backbone(other, path, **SMALL[name])
+        with pytest.raises(GcfError, match=r"nl.pth: its layout implies temporal_stride=2, but i3d_r50 is built with "
+                                           r"temporal_stride=1; use --backbone i3d_r50_nl_dot or i3d_r50_nl_embedded$"):
+            build_backbone("i3d_r50", path, **SMALL[name])        # the entries whose tensors are the file's
+        moved = {k.replace("layer2.1.non_local_block", "layer2.0.non_local_block"): v
+                 for k, v in source.state_dict().items()}
+        torch.save({"meta": {}, "state_dict": moved}, tmp_path / "moved.pth")
+        with pytest.raises(GcfError, match=r"the file has non-local blocks after layer2.0, layer2.3, layer3.1, "
+                                           r"layer3.3, layer3.5; gcf's i3d_r50_nl_\* have MMAction2's published"):
+            build_backbone(name, tmp_path / "moved.pth", **SMALL[name])
 
 
 @pytest.mark.parametrize("layout", ["mmaction2", "video-swin"])
@@ -890,9 +902,24 @@ def test_files_that_are_not_checkpoints_give_clear_errors(tmp_path):
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled model: refused, never unpickled
     with pytest.raises(GcfError, match=r"module.pth: pickles torch.nn.modules.linear.Linear.*state_dict"):
         build_backbone("mobilenetv2", tmp_path / "module.pth")
+    torch.save({"model": {"a": torch.zeros(1)}, "fn": os.system}, tmp_path / "fn.pth")   # a blocked module's code
+    with pytest.raises(GcfError, match=r"fn.pth: pickles \S*system \(code, not only tensors\)"):
+        build_backbone("mobilenetv2", tmp_path / "fn.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(GcfError, match="list.pth: holds no state dict"):
         build_backbone("mobilenetv2", tmp_path / "list.pth")
+    torch.save({"model": "weights.bin"}, tmp_path / "model.pth")
+    with pytest.raises(GcfError, match=r"model.pth: holds no state dict \(a dict of tensors; its 'model' entry"):
+        build_backbone("mobilenetv2", tmp_path / "model.pth")
+    from safetensors.torch import save_file           # the reader goes by content, not by name
+    (tmp_path / "login.safetensors").write_bytes(b"<!DOCTYPE html><html><body>Sign in")
+    with pytest.raises(GcfError, match="login.safetensors: is a web page"):
+        build_backbone("mobilenetv2", tmp_path / "login.safetensors")
+    state = source_model("mobilenetv2").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "named.pth")
+    good.rename(tmp_path / "zip.safetensors")
+    for name in ("named.pth", "zip.safetensors"):
+        build_backbone("mobilenetv2", tmp_path / name, **SMALL["mobilenetv2"])
     with pytest.raises(GcfError, match="missing.pth: no such checkpoint file"):
         build_backbone("mobilenetv2", tmp_path / "missing.pth")
 

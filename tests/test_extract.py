@@ -429,8 +429,15 @@ def test_a_batch_that_runs_out_of_memory_is_run_in_halves(caplog):
     assert calls == [7, 4, 2, 2, 2, 1] and runner.chunk == 2 and "running the backbone 2 clips at a time" in caplog.text
     model.descriptor = lambda x: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
     runner.add(frames[:1], "w")
-    with pytest.raises(GcfError, match=r"one clip \(16 frames of 32 px\) does not fit in the memory of cpu"):
+    with pytest.raises(GcfError, match=r"one clip \(16 frames of 32 px\) does not fit in the memory of cpu "
+                                       r"\(CUDA out of memory\)"):
         runner.run(partial=True)
+    other = BackboneRunner(model, batch_size=8, clip_len=16, size=32)
+    model.descriptor = lambda x: (_ for _ in ()).throw(RuntimeError("index out of memory-mapped range"))
+    other.add(frames, "u")                            # not an allocator's message: raised as it is, not halved
+    with pytest.raises(RuntimeError, match="memory-mapped"):
+        other.run(partial=True)
+    assert other.chunk == 8
 
 
 def decoder_pids() -> list[int]:

@@ -313,9 +313,11 @@ class BackboneRunner:
                 if self.cuda:
                     torch.cuda.empty_cache()
                 if self.chunk == 1:
+                    said = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
                     raise GcfError(f"{self.model.spec.name}: one clip ({self.shape[0]} frames of {self.shape[1]} px) "
-                                   f"does not fit in the memory of {self.device}; use a smaller --size or "
-                                   "--clip-len, or another device") from None
+                                   f"does not fit in the memory of {self.device} ({said}); free memory there, or use "
+                                   "another device (or a smaller --size or --clip-len, where the backbone takes "
+                                   "them)") from None
                 self.chunk //= 2
                 log.warning("out of memory on %s: running the backbone %d clips at a time (--batch-size %d "
                             "avoids the retries)", self.device, self.chunk, self.chunk)
@@ -338,10 +340,13 @@ class BackboneRunner:
         return Output(keys, v[:n].numpy(), z[:n].numpy() if z is not None else None)
 
 
+ALLOCATOR_FAILURES = ("CUDA out of memory", "CUDA error: out of memory", "can't allocate memory",
+                      "MPS backend out of memory", "HIP out of memory")
+
+
 def _out_of_memory(error: RuntimeError) -> bool:
-    """Whether a RuntimeError is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's)."""
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error) \
-        or "out of memory" in str(error)
+    """Whether a RuntimeError is an allocation failure (torch's OutOfMemoryError, or an allocator's message)."""
+    return isinstance(error, torch.OutOfMemoryError) or any(m in str(error) for m in ALLOCATOR_FAILURES)
 
 
 def _to_host(t: torch.Tensor) -> torch.Tensor:

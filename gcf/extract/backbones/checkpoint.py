@@ -38,13 +38,14 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path).expanduser()
     if not path.is_file():
         raise GcfError(f"{path}: no such checkpoint file; give the path of a .pth file, or 'random'")
-    if path.suffix == ".safetensors":                         # Hugging Face's format: tensors only, by design
+    if _is_safetensors(path):                                 # Hugging Face's format: tensors only, by design
         return _read_safetensors(path)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):   # the `args` timm-style trainers save
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        # a file object, not the path: torch.load goes by a .safetensors name, and this one is not (above)
+        with torch.serialization.safe_globals([argparse.Namespace]), open(path, "rb") as f:   # Namespace: timm `args`
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises KeyError, EOFError, RuntimeError, UnpicklingError... on non-checkpoints
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(e), re.I)   # not allowed, or blocked
         if found:
             raise GcfError(f"{path}: pickles {found[1]} (code, not only tensors), and gcf loads weights only; "
                            "save the model's state_dict() instead") from e
@@ -65,8 +66,9 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = (obj[key] if key else obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise GcfError(f"{path}: holds no state dict (a dict of tensors, or one under 'state_dict' or "
-                       "'model_state'); give a model checkpoint")
+        where = (f"its '{key}' entry is not one" if key
+                 else "nor one under 'state_dict', 'model_state', 'model' or 'module'")
+        raise GcfError(f"{path}: holds no state dict (a dict of tensors; {where}); give a model checkpoint")
     prefixed = all(k.startswith("module.") for k in state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     counters = any(k.endswith("num_batches_tracked") for k in state)
@@ -76,6 +78,18 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if origin is None and "opt_dict" in obj and "state_dict" in obj:       # {'epoch', 'state_dict', 'opt_dict'}
         origin = "jfzhang95/pytorch-video-recognition"   # (and its forks); its C3D's convention: c3d.convert says
     return Checkpoint(state, origin, norm)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether to read the file with safetensors: it starts as safetensors files do (an 8-byte little-endian header
+    length that fits in the file, then the JSON header's '{'), whatever its name, or it is named .safetensors and
+    is neither a torch.save zip nor a web page (their own messages are clearer)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return True
+    return path.suffix.lower() == ".safetensors" and not head.startswith(b"PK\x03\x04") \
+        and not head.lstrip().startswith(b"<")
 
 
 def _read_safetensors(path: Path) -> Checkpoint:
@@ -124,9 +138,6 @@ LAYOUTS = (
                                     "r2plus1d_r34_32x2"),
     ("backbone.conv1.conv.", "the file is an MMAction2 ResNet3d (backbone.conv1 keys): use --backbone slow_r50 or "
                              "slow_r101 (SlowOnly), i3d_r50_32x2 (I3D)"),
-    ("backbone.layer2.1.non_local_block.", "the file is an MMAction2 I3D with non-local blocks: use --backbone "
-                                           "i3d_r50_nl_dot or i3d_r50_nl_embedded (the same tensors: its config's "
-                                           "mode says which) or i3d_r50_nl_gaussian"),
     ("backbone.conv1a.conv.", "the file is an MMAction2 C3D: use --backbone c3d"),
     ("backbone.layers.0.blocks.0.", "the file is a Video Swin: use --backbone swin_t, swin_s, swin_b or swin_l"),
     ("videomae.encoder.layer.0.", "the file is a Hugging Face VideoMAE: use --backbone videomae_s, videomae_b, "
@@ -165,11 +176,39 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
         hint = "check the backbone name and its options (width, groups, num_classes)"
         if missing and not unexpected and all(".downsample." in k for k in missing):
             hint = "the file has no projection shortcuts: pass --option shortcut=A"
+        elif _non_local(state) and (_non_local(state), _theta(state)) != (_non_local(own), _theta(own)):
+            hint = _non_local_hint(state)
         else:
             hint = next((h for marker, h in LAYOUTS if any(k.startswith(marker) for k in state)
                          and not any(k.startswith(marker) for k in own)), hint)
         raise GcfError(f"{path}: does not fit {what}: {problems}; {hint}")
     model.load_state_dict(state, strict=False)
+
+
+NON_LOCAL_AFTER = ["backbone.layer2.1", "backbone.layer2.3", "backbone.layer3.1", "backbone.layer3.3",
+                   "backbone.layer3.5"]     # MMAction2's I3D NL: non_local=((0,0,0), (0,1,0,1), (0,1,0,1,0,1), (0,0,0))
+
+
+def _non_local(state: dict) -> list[str]:
+    """The blocks a state dict has non-local blocks after."""
+    return sorted({k.split(".non_local_block.")[0] for k in state if ".non_local_block." in k})
+
+
+def _theta(state: dict) -> bool:
+    """Whether a state dict's non-local blocks have theta convs (all but the Gaussian form)."""
+    return any(".non_local_block.theta." in k for k in state)
+
+
+def _non_local_hint(state: dict) -> str:
+    """What to use for a file with non-local blocks that does not fit."""
+    if _non_local(state) != NON_LOCAL_AFTER:
+        found = ", ".join(b.removeprefix("backbone.") for b in _non_local(state))
+        return (f"the file has non-local blocks after {found}; gcf's i3d_r50_nl_* have MMAction2's published "
+                "layout (after layer2.1, 2.3, 3.1, 3.3, 3.5)")
+    if _theta(state):
+        return ("the file is an MMAction2 I3D with dot-product or embedded-Gaussian non-local blocks (the same "
+                "tensors: its config's mode says which): use --backbone i3d_r50_nl_dot or i3d_r50_nl_embedded")
+    return "the file is an MMAction2 I3D with Gaussian non-local blocks: use --backbone i3d_r50_nl_gaussian"
 
 
 def rename_modules(state: dict[str, torch.Tensor], fixed: dict[str, str], block: str, parts: dict[str, str],

@@ -298,12 +298,25 @@ def _implied(name: str, entry: Entry, ckpt: Checkpoint, path: str | os.PathLike,
             kin = [e for e in REGISTRY.items() if getattr(e[1].build, "func", None) is entry.build.func
                    and e[1].build.args == entry.build.args and e[1].build.keywords.get(key) == value]
             wanted = {**fixed, **ckpt.options}          # what the file implies, else what this entry fixes
-            fits = [n for n, e in kin if all(wanted.get(k, v) == v for k, v in e.build.keywords.items())] \
-                or [n for n, _ in kin]
+            fits = [n for n, _ in kin if _holds(n, ckpt, given)] \
+                or [n for n, e in kin if all(wanted.get(k, v) == v for k, v in e.build.keywords.items())] \
+                or [n for n, _ in kin]                  # whose tensors are the file's, else that agree with it
             fix = f"use --backbone {' or '.join(fits)}" if fits else f"pass --option {key}={value}"
             raise GcfError(f"{path}: its layout implies {key}={value}, but {name} is built with {key}={fixed[key]}; "
                            f"{fix}")
     return dict(ckpt.options)
+
+
+def _holds(name: str, ckpt: Checkpoint, given: dict[str, Any]) -> bool:
+    """Whether entry `name`, with the options the file implies and the user gives, has the file's tensor names."""
+    fixed = getattr(REGISTRY[name].build, "keywords", {})
+    options = {k: v for k, v in {**ckpt.options, **given}.items() if k not in fixed}
+    try:
+        own = meta_backbone(name, **options).state_dict()
+    except Exception:                        # options this entry does not take
+        return False
+    count = lambda keys: {k for k in keys if not k.endswith("num_batches_tracked")}  # noqa: E731
+    return count(own) == count(ckpt.state_dict)
 
 
 def _construct(entry: Entry, num_classes: int, seed: int, options: dict[str, Any], calibrate: Norm | None) -> Backbone:

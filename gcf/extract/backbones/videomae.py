@@ -110,11 +110,11 @@ class VideoMAE(Backbone):
                     nn.init.zeros_(m.bias)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed.proj(x)
-        grid = tuple(x.shape[2:])
-        if grid != self.grid:
+        if tuple(x.shape[2:]) != (self.grid[0] * 2, self.grid[1] * 16, self.grid[2] * 16):
             raise ValueError(f"VideoMAE's position table is for {self.grid[0] * 2}-frame clips of "
                              f"{self.grid[1] * 16} px")
+        x = self.patch_embed.proj(x)
+        grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
         for block in self.blocks:
             x = block(x)
