@@ -226,11 +226,12 @@ def test_import_adds_another_folder_to_a_store_and_orders_integer_labels_as_numb
         in again.stdout
     odd = tmp_path / "odd"
     odd.mkdir()
-    for i in range(2):
+    for i in range(3):
         np.save(odd / f"o{i}.npy", np.ones((1, 4), np.float32))
-    (odd / "labels.csv").write_text("video,label,split\no0,\u00b2,train\no1,3,train\n")   # int("²") fails: text order
+    (odd / "labels.csv").write_text('video,label,split\no0,\u00b2,train\no1,3,train\no2,"x, y",train\n')  # int("²") fails
     run_gcf("store", "import", odd, "--labels", odd / "labels.csv", "-o", tmp_path / "odd.zarr")
-    assert open_store(tmp_path / "odd.zarr").meta.class_names == ("3", "\u00b2")
+    assert open_store(tmp_path / "odd.zarr").meta.class_names == ("3", "x, y", "\u00b2")    # text order
+    assert 'classes:   3 (3, "x, y", \u00b2)' in run_gcf("store", "info", tmp_path / "odd.zarr").stdout
 
 
 def test_store_cli_does_not_import_torch():

@@ -341,7 +341,8 @@ class BackboneRunner:
 
 
 ALLOCATOR_FAILURES = ("CUDA out of memory", "CUDA error: out of memory", "can't allocate memory",
-                      "MPS backend out of memory", "HIP out of memory")
+                      "MPS backend out of memory", "HIP out of memory", "CUDNN_STATUS_NOT_ENOUGH_MEMORY",
+                      "CUBLAS_STATUS_ALLOC_FAILED")
 
 
 def _out_of_memory(error: RuntimeError) -> bool:

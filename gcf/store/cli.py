@@ -56,7 +56,8 @@ def info(path: str, as_json: bool) -> None:
         click.echo(json.dumps({**s, "failed": r.failed}, indent=2))
         return
     per = s["clips_per_video"]
-    classes = ", ".join(s["class_names"][:10]) + (" ..." if s["classes"] > 10 else "")
+    shown = [json.dumps(c, ensure_ascii=False) if "," in c or c != c.strip() else c for c in s["class_names"][:10]]
+    classes = ", ".join(shown) + (" ..." if s["classes"] > 10 else "")      # a name with a comma is quoted
     click.echo(f"{s['path']} ({s['format']}, schema {s['schema_version']}, gcf {s['gcf_version']}, "
                f"created {s['created']})")
     click.echo(f"videos:    {s['videos']} ok, {s['failures']} failed")
