@@ -37,7 +37,8 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "i3d_r50_nl_dot": {"width": 0.125}, "i3d_r50_nl_embedded": {"width": 0.125},
          "i3d_r50_nl_gaussian": {"width": 0.125}, "swin_t": {"width": 0.125}, "swin_s": {"width": 0.125},
          "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}, "videomae_s": {"width": 0.25},
-         "videomae_b": {"width": 0.125}, "videomae_l": {"width": 0.125}, "videomae_h": {"width": 0.125}}
+         "videomae_b": {"width": 0.125}, "videomae_l": {"width": 0.125}, "videomae_h": {"width": 0.125},
+         "c2d_r50": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -82,6 +83,7 @@ def count_params(name: str, **options) -> int:
     ("slow_r50", {}, 32_863_896),  # PyTorchVideo's slow_r50: 32,454,096 (32.45M) with its 400 classes
     ("slow_r101", {}, 60_768_920),  # MMAction2's slowonly_r101 (60,359,120 with 400)
     ("i3d_r50", {}, 28_453_272),  # I3D R50 of all three repositories: 28,043,472 with 400
+    ("c2d_r50", {}, 24_327_632 + 200 * 2049),  # PyTorchVideo's c2d_r50: 24,327,632 with 400
     ("r2plus1d_r34_8x8", {}, 63_759_281 - 400 * 513 + 600 * 513),  # MMAction2's r2plus1d_r34: 63,759,281 with 400
     ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
@@ -459,6 +461,28 @@ def test_i3d_r50_loads_each_repositorys_files(tmp_path, layout, name, norm, stri
     with pytest.raises(GcfError, match=rf"i3d.pth: its layout implies temporal_stride={stride}, but {other} is "
                                        rf"built with temporal_stride={3 - stride}; use --backbone {name}$"):
         build_backbone(other, path, **SMALL[other])
+
+
+def test_c2d_loads_pytorchvideos_file_and_refuses_an_i3d(tmp_path):
+    from gcf.extract.backbones.checkpoint import Checkpoint
+    from gcf.extract.backbones.slow import convert
+
+    names = list(I3D_LAYOUTS["pytorchvideo"])          # C2D's module names are I3D's; only the kernels differ
+    ours = dict(zip(convert(Checkpoint({k: torch.zeros(1) for k in names}, None, None)).state_dict, names))
+    source = random_model("c2d_r50")
+    assert all(b.conv1.conv.kernel_size == (1, 1, 1) for i in range(1, 5) for b in getattr(source.backbone, f"layer{i}"))
+    torch.save({"model_state": {ours[k]: v for k, v in source.state_dict().items()}}, tmp_path / "C2D_8x8_R50.pyth")
+    loaded = build_backbone("c2d_r50", tmp_path / "C2D_8x8_R50.pyth", **SMALL["c2d_r50"])
+    x = clips()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+        assert loaded.feature_map(torch.zeros(1, 3, 8, 64, 64)).shape == (1, 256, 4, 2, 2)      # time / 2, space / 32
+    assert loaded.spec.norm.name == "slowfast" and (loaded.spec.clip_len, loaded.spec.frame_step) == (8, 8)
+    torch.save({"model_state": {ours[k]: v for k, v in source_model("i3d_r50").state_dict().items()}},
+               tmp_path / "i3d.pyth")
+    with pytest.raises(GcfError, match=r"i3d.pyth: its stem conv is 5x7x7, not 1x7x7: an I3D ResNet: use --backbone "
+                                       r"i3d_r50$"):
+        build_backbone("c2d_r50", tmp_path / "i3d.pyth", **SMALL["c2d_r50"])
 
 
 @pytest.mark.parametrize("name, norm", [("slow_r50", "slowfast"), ("i3d_r50", "slowfast"), ("i3d_r50_32x2", "imagenet")])
@@ -967,7 +991,7 @@ def test_descriptor_is_the_pooled_cam_layer_output(name):
                "i3d_r50_32x2": (32, 2, 224), "r2plus1d_r34_8x8": (8, 8, 224),
                "r2plus1d_r34_32x2": (32, 2, 224), "ircsn_r152": (32, 2, 224), "ipcsn_r152": (32, 2, 224),
                "ircsn_r50": (32, 2, 224), "csn_r101": (32, 2, 224), "i3d_r50_nl_dot": (32, 2, 224),
-               "i3d_r50_nl_embedded": (32, 2, 224), "i3d_r50_nl_gaussian": (32, 2, 224),
+               "i3d_r50_nl_embedded": (32, 2, 224), "i3d_r50_nl_gaussian": (32, 2, 224), "c2d_r50": (8, 8, 224),
                **{f"swin_{a}": (32, 2, 224) for a in "tsbl"}}  # what the weights saw
     assert (spec.clip_len, spec.frame_step, spec.input_size) == trained.get(name, (16, 1, 112))
     assert backbone_spec(name, **SMALL[name]) == dataclasses.replace(spec, seed=0)

@@ -41,7 +41,7 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--backbone", required=True, help="Registry name: resnext101, resnet18..101, r2plus1d18..101, "
               "r2plus1d34_ig65m32, r2plus1d34_ig65m8, i3d, s3d, slow_r50, slow_r101, slowfast_r50, slowfast_r50_4x16, "
               "slowfast_r101, i3d_r50, i3d_r50_32x2, i3d_r50_nl_dot, i3d_r50_nl_embedded, i3d_r50_nl_gaussian, "
-              "r2plus1d_r34_8x8, r2plus1d_r34_32x2, ircsn_r152, ipcsn_r152, "
+              "c2d_r50, r2plus1d_r34_8x8, r2plus1d_r34_32x2, ircsn_r152, ipcsn_r152, "
               "ircsn_r50, csn_r101, x3d_xs, x3d_s, x3d_m, x3d_l, c3d, swin_t, swin_s, swin_b, swin_l, "
               "videomae_s, videomae_b, videomae_l, videomae_h, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")

@@ -30,8 +30,9 @@ from gcf.extract.backbones.resnext import resnext
 from gcf.extract.backbones.s3d import s3d
 from gcf.extract.backbones.slow import convert_i3d as i3d_layouts
 from gcf.extract.backbones.slow import convert_slow as slow_layouts
+from gcf.extract.backbones.slow import convert_c2d as c2d_layouts
 from gcf.extract.backbones.slow import convert_csn as csn_layouts
-from gcf.extract.backbones.slow import csn, i3d_resnet, r2plus1d_mm, slow
+from gcf.extract.backbones.slow import c2d, csn, i3d_resnet, r2plus1d_mm, slow
 from gcf.extract.backbones.slowfast import convert as slowfast_layouts
 from gcf.extract.backbones.slowfast import slowfast
 from gcf.extract.backbones.shufflenet import shufflenet
@@ -99,6 +100,9 @@ REGISTRY: dict[str, Entry] = {
     "i3d_r50_32x2": Entry(partial(i3d_resnet, 50, temporal_stride=2, non_local=None), "imagenet", 400, "cls_head.fc_cls.weight",
                           "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth",
                           clip_len=32, input_size=224, frame_step=2, convert=i3d_layouts),
+    # C2D R50 (2D convs, temporal pooling only): PyTorchVideo's C2D_8x8_R50.pyth (torch.hub c2d_r50), 8 frames 8 apart
+    "c2d_r50": Entry(partial(c2d, 50), "slowfast", 400, "cls_head.fc_cls.weight", "C2D_8x8_R50.pyth", clip_len=8,
+                     input_size=224, frame_step=8, convert=c2d_layouts),
     # MMAction2's I3D R50 with non-local blocks in res3/res4 (dot-product, embedded-Gaussian or Gaussian pairwise
     # function: the files of the first two hold the same tensors, so the name says which), 32 frames 2 apart
     **{f"i3d_r50_nl_{short}": Entry(partial(i3d_resnet, 50, temporal_stride=2, non_local=mode), "imagenet", 400,

@@ -8,6 +8,7 @@
   2x1x1 max pool after res2, and the 3x1x1 reduce on alternate blocks (res2 all, res3 and res4 0, 2, ..., res5 the
   middle one). MMAction2's I3D also strides the stem conv and pool by 2 in time (`temporal_stride=2`, its 32x2
   clips); PyTorchVideo's and PySlowFast's (8x8 clips) do not. Both end at 4 time steps.
+- C2D ResNet-50 (PyTorchVideo's `c2d_r50`): the I3D ResNet with 2D convs only (1x7x7 stem, 1x1x1 reduces).
 - R(2+1)D-34 (`ResNet2Plus1d`): basic blocks whose every conv, the stem's and the shortcuts' too, is a (2+1)D pair.
 - ir-CSN / ip-CSN ResNet-50/101/152 (`ResNet3dCSN`, Tran et al. 2019): depthwise 3x3x3 convs in the bottlenecks.
   R(2+1)D and CSN stride res3-res5 by 2 in time.
@@ -253,6 +254,12 @@ def i3d_resnet(depth: int, num_classes: int, temporal_stride: int = 1, width: fl
                     pool2=True, non_local=non_local)
 
 
+def c2d(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
+    """C2D ResNet-`depth` (50): the I3D ResNet with every conv 2D (a 1x7x7 stem, 1x1x1 reduces); only its pools
+    span time (the 2x1x1 one after res2)."""
+    return ResNet3d(STAGES[depth], num_classes, width, temporal=((False,),) * 4, pool2=True)
+
+
 def r2plus1d_mm(depth: int, num_classes: int, width: float = 1.0) -> ResNet3d:
     """MMAction2's R(2+1)D-`depth` (34): a (2+1)D stem (1x7x7 stride 2 then 3x1x1) and max pool, basic blocks of
     (2+1)D convs, temporal stride 2 in res3-res5, BatchNorm eps 1e-3 (its middle ones 1e-5)."""
@@ -311,6 +318,11 @@ def convert_slow(ckpt: Checkpoint) -> Checkpoint:
     """`convert`, refusing an I3D ResNet (a 5x7x7 stem) with the backbones that take it."""
     return _check_stem(convert(ckpt), 1, 5, "an I3D ResNet: use --backbone i3d_r50 (PyTorchVideo, PySlowFast) or "
                                          "i3d_r50_32x2 (MMAction2)")
+
+
+def convert_c2d(ckpt: Checkpoint) -> Checkpoint:
+    """`convert`, refusing an I3D ResNet (a 5x7x7 stem) with the backbone that takes it."""
+    return _check_stem(convert(ckpt), 1, 5, "an I3D ResNet: use --backbone i3d_r50")
 
 
 def convert_i3d(ckpt: Checkpoint) -> Checkpoint:
