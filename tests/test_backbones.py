@@ -38,7 +38,8 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "i3d_r50_nl_gaussian": {"width": 0.125}, "swin_t": {"width": 0.125}, "swin_s": {"width": 0.125},
          "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}, "videomae_s": {"width": 0.25},
          "videomae_b": {"width": 0.125}, "videomae_l": {"width": 0.125}, "videomae_h": {"width": 0.125},
-         "c2d_r50": {"width": 0.125}}
+         "c2d_r50": {"width": 0.125}, "timesformer": {"width": 0.125}, "timesformer_hr": {"width": 0.125},
+         "timesformer_l": {"width": 0.125}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -88,7 +89,8 @@ def count_params(name: str, **options) -> int:
     ("ircsn_r152", {}, 29_703_568 + 200 * 2049),  # MMAction2's and VMZ's ir-CSN-152: 29,703,568 (29.70M) with 400
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
-    ("videomae_b", {}, 86_534_800 + 200 * 769),  # VideoMAE ViT-B (87M), as its reference code builds it
+    ("videomae_b", {}, 86_534_800 + 200 * 769),
+    ("timesformer", {}, 121_566_352 + 200 * 769),  # TimeSformer: 121.4M (its paper), as its reference code builds it  # VideoMAE ViT-B (87M), as its reference code builds it
     ("swin_t", {}, 28_158_070 + 200 * 769),     # MMAction2's Video Swin-T: 28.2M with 400 (metafile), -B 88.0M
     ("swin_b", {}, 88_048_984 + 200 * 1025),
     ("i3d_r50_nl_dot", {}, 35_397_840 + 200 * 2049),       # MMAction2's I3D NL dot-product/embedded: 35,397,840
@@ -721,6 +723,34 @@ def test_videomae_refuses_other_clip_shapes_and_tells_its_size(tmp_path):
         build_backbone("videomae_b", tmp_path / "bad.safetensors")
 
 
+def test_timesformer_loads_its_files_and_its_descriptor_is_the_class_token():
+    import tempfile
+    source = random_model("timesformer")
+    x = frames_clips(source.spec)                    # 16x64x64: the time and position tables are resized
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "TimeSformer_divST_8x32_224_K400.pyth"
+        torch.save({"model_state": source.state_dict(), "epoch": 15}, path)        # PySlowFast's save format
+        loaded = build_backbone("timesformer", path, **SMALL["timesformer"])
+        with torch.no_grad():
+            assert torch.equal(loaded(x), source(x))
+            a = loaded.feature_map(x)
+        assert a.shape == (2, 96, 16, 4, 4) and loaded.spec.norm.name == "slowfast"
+        assert (loaded.spec.clip_len, loaded.spec.frame_step, loaded.spec.input_size) == (8, 32, 224)
+        with pytest.raises(GcfError, match=r"its layout implies frames=8, but timesformer_hr is built with frames=16; "
+                                           r"use --backbone timesformer$"):
+            build_backbone("timesformer_hr", path, **SMALL["timesformer_hr"])
+    caught = []                                      # Grad-CAM's A reaches the class token through the last block
+
+    def leaf(module, inputs, out):
+        caught.append(out.detach().requires_grad_(True))
+        return caught[-1]
+
+    loaded.cam_layer.register_forward_hook(leaf)
+    with torch.enable_grad():
+        loaded.descriptor(x).sum().backward()
+    assert caught[0].shape == a.shape and caught[0].grad.abs().sum() > 0
+
+
 C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
 
 
@@ -970,7 +1000,7 @@ def test_normalize_conventions():
     assert torch.allclose(bgr[:, 0], torch.from_numpy(frames[..., 2]).float() - 114.7748)  # blue comes first
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "c3d" and not n.startswith("videomae")])  # own tests
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "c3d" and not n.startswith(("videomae", "timesformer"))])
 def test_descriptor_is_the_pooled_cam_layer_output(name):
     model = random_model(name)
     maps = []

@@ -43,7 +43,7 @@ def _options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
               "slowfast_r101, i3d_r50, i3d_r50_32x2, i3d_r50_nl_dot, i3d_r50_nl_embedded, i3d_r50_nl_gaussian, "
               "c2d_r50, r2plus1d_r34_8x8, r2plus1d_r34_32x2, ircsn_r152, ipcsn_r152, "
               "ircsn_r50, csn_r101, x3d_xs, x3d_s, x3d_m, x3d_l, c3d, swin_t, swin_s, swin_b, swin_l, "
-              "videomae_s, videomae_b, videomae_l, videomae_h, "
+              "videomae_s, videomae_b, videomae_l, videomae_h, timesformer, timesformer_hr, timesformer_l, "
               "mobilenet, mobilenetv2, shufflenet, shufflenetv2 (tv:NAME with the tv extra).")
 @click.option("--weights", metavar="PATH|random",
               help="Checkpoint file (3D-ResNets-PyTorch, Efficient-3DCNNs, MMAction2, PySlowFast, PyTorchVideo, VMZ, "

@@ -228,7 +228,7 @@ class Output(NamedTuple):
 class BackboneRunner:
     """Batches uint8 clips, normalises them on the device and runs the backbone: descriptors (and logits).
 
-    Model and batches are channels_last_3d on every device. On CUDA also: pinned batch buffers, non-blocking
+    3D convolutions and batches are channels_last_3d on every device. On CUDA also: pinned batch buffers, non-blocking
     copies, bf16 (else fp16) autocast, and one batch kept in flight so the CPU assembles the next batch while the
     GPU runs this one. A batch that runs out of memory is run again in halves (a Video Swin at 32x224 needs
     ~0.65 GB per clip), down to one clip at a time, and the run goes on at that size.
@@ -242,7 +242,10 @@ class BackboneRunner:
         self.chunk = batch_size                  # clips per backbone call: halved while a batch runs out of memory
         self.shape = (clip_len, size, size, 3)
         # channels-last on CPU too: oneDNN's 3D convolutions run 2x faster than on NCDHW tensors (bench/README.md)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last_3d)
+        self.model = model.eval().to(self.device)
+        for m in self.model.modules():           # 5-D weights only: transformers' 2-D patch convs stay as they are
+            if isinstance(m, torch.nn.Conv3d):
+                m.to(memory_format=torch.channels_last_3d)
         self.amp = contextlib.nullcontext()
         if self.cuda:
             torch.backends.cudnn.benchmark = True

@@ -98,3 +98,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of `groups` groups (ShuffleNet): [N, g*c, ...] -> [N, c*g, ...]."""
     n, c, *rest = x.shape
     return x.view(n, groups, c // groups, *rest).transpose(1, 2).reshape(n, c, *rest)
+
+
+class Mlp(nn.Module):
+    """The transformers' feed-forward: fc1 to `hidden`, exact GELU, fc2 back (`fc1`, `fc2`, as timm names them)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.nn.functional.gelu(self.fc1(x)))

@@ -39,6 +39,8 @@ from gcf.extract.backbones.shufflenet import shufflenet
 from gcf.extract.backbones.shufflenetv2 import shufflenetv2
 from gcf.extract.backbones.swin import convert as swin_layouts
 from gcf.extract.backbones.swin import swin
+from gcf.extract.backbones.timesformer import convert as timesformer_layouts
+from gcf.extract.backbones.timesformer import timesformer
 from gcf.extract.backbones.videomae import convert as videomae_layouts
 from gcf.extract.backbones.videomae import videomae
 from gcf.extract.backbones.vmz import vmz_r2plus1d
@@ -152,6 +154,12 @@ REGISTRY: dict[str, Entry] = {
                                  f"videomae-{name}-finetuned-kinetics.safetensors", clip_len=16, input_size=224,
                                  frame_step=4, convert=videomae_layouts)
        for size, name in (("s", "small"), ("b", "base"), ("l", "large"), ("h", "huge"))},
+    # facebookresearch/TimeSformer (divided space-time) on Kinetics-400: 8 frames 32 apart at 224 px, HR 16x16 at 448,
+    # L 96x4 at 224; its time and position tables say which
+    **{f"timesformer{tag}": Entry(partial(timesformer, frames=frames, pixels=pixels), "slowfast", 400,
+                                  "model.head.weight", f"TimeSformer_divST_{frames}x{step}_{pixels}_K400.pyth",
+                                  clip_len=frames, input_size=pixels, frame_step=step, convert=timesformer_layouts)
+       for tag, frames, step, pixels in (("", 8, 32, 224), ("_hr", 16, 16, 448), ("_l", 96, 4, 224))},
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),

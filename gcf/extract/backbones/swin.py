@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcf.errors import GcfError
+from gcf.extract.backbones.base import Mlp
 from gcf.extract.backbones.checkpoint import Checkpoint
 from gcf.extract.backbones.slow import Recognizer
 
@@ -89,14 +90,6 @@ class WindowAttention3D(nn.Module):
             attn = (attn.view(b // windows, windows, self.heads, n, n) + mask[None, :, None]).view(-1, self.heads, n, n)
         return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
 
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class SwinBlock3D(nn.Module):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcf.errors import GcfError
-from gcf.extract.backbones.base import Backbone
+from gcf.extract.backbones.base import Backbone, Mlp
 from gcf.extract.backbones.checkpoint import Checkpoint
 
 SIZES = {"s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16), "h": (1280, 32, 16)}   # width, depth, heads
@@ -52,14 +52,6 @@ class Attention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
@@ -67,7 +59,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim, eps=EPS), Attention(dim, heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim, eps=EPS), Mlp(dim)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=EPS), Mlp(dim, 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
