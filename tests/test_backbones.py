@@ -749,6 +749,13 @@ def test_timesformer_loads_its_files_and_its_descriptor_is_the_class_token():
     with torch.enable_grad():
         loaded.descriptor(x).sum().backward()
     assert caught[0].shape == a.shape and caught[0].grad.abs().sum() > 0
+    with tempfile.TemporaryDirectory() as tmp:          # other layouts of these models are named
+        for key, words in (("encoder.blocks.0.attn.q_bias", "a VideoMAE pre-training checkpoint"),
+                           ("backbone.transformer_layers.layers.0.ffns.0.layers.1.weight", "an MMAction2 TimeSformer"),
+                           ("model.blocks.0.temporal_attn.qkv.weight", "a TimeSformer: use --backbone timesformer")):
+            torch.save({key: torch.zeros(1)}, Path(tmp) / "other.pth")
+            with pytest.raises(GcfError, match=f"other.pth: does not fit resnet18: .*; the file is {words}"):
+                build_backbone("resnet18", Path(tmp) / "other.pth")
 
 
 C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]

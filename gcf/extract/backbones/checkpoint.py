@@ -144,6 +144,13 @@ LAYOUTS = (
                                   "videomae_l or videomae_h"),
     ("blocks.0.attn.q_bias", "the file is a VideoMAE: use --backbone videomae_s, videomae_b, videomae_l or "
                              "videomae_h"),
+    ("encoder.blocks.0.attn.q_bias", "the file is a VideoMAE pre-training checkpoint (encoder and decoder, no "
+                                     "fine-tuned head); gcf takes the Kinetics fine-tuned models (videomae_*)"),
+    ("backbone.transformer_layers.", "the file is an MMAction2 TimeSformer (transformer_layers keys); gcf takes "
+                                     "facebookresearch/TimeSformer's files (--backbone timesformer), not yet this "
+                                     "layout"),
+    ("model.blocks.0.temporal_attn.", "the file is a TimeSformer: use --backbone timesformer, timesformer_hr or "
+                                      "timesformer_l"),
     ("conv3a.", "the file is a C3D (DavideA/c3d-pytorch, jfzhang95/pytorch-video-recognition): use --backbone c3d"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2; non-local: i3d_r50_nl_*), R(2+1)D-34 "
