@@ -143,6 +143,7 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
     extra = {"imported_from": str(Path(folder).resolve()), "fps_assumed": fps}
     existing = open_store(out) if Path(out).exists() and not overwrite else None
     retry: set[str] = set()
+    stored_ok = set(existing.videos) if existing is not None else set()   # a set: stores hold millions of ids
     if existing is not None:                       # adding to a store: its classes and provenance stay
         stored, retry = existing.meta, set(existing.failed)     # a file fixed since it failed is imported now
         unknown = sorted({rows[vid][0] for vid in files if rows[vid][0]} - set(stored.class_names))
@@ -159,8 +160,9 @@ def import_(folder: str, labels: str, out: str, backbone: str, weights: str, cli
         done, elsewhere = w.done() - retry, []
         for vid, f in files.items():
             if vid in done:
-                if existing is not None and vid in existing.videos and existing.info(vid).source != str(f):
-                    elsewhere.append(f"{vid} ({existing.info(vid).source}, not {f})")
+                source = existing.info(vid).source if vid in stored_ok else str(f)
+                if source != str(f):
+                    elsewhere.append(f"{vid} ({source}, not {f})")
                 continue
             label, split = rows[vid]
             x = np.load(f, allow_pickle=False)

@@ -134,6 +134,7 @@ def videomae(num_classes: int, size: str = "b", width: float = 1.0) -> VideoMAE:
 # Hugging Face's names -> the reference code's (query/key/value are joined into qkv)
 _HF = {"videomae.embeddings.patch_embeddings.projection": "patch_embed.proj", "fc_norm": "fc_norm",
        "classifier": "head"}
+_HF_BIAS = {"attention.attention.query": "q_bias", "attention.attention.value": "v_bias"}
 _HF_LAYER = {"layernorm_before": "norm1", "layernorm_after": "norm2", "attention.output.dense": "attn.proj",
              "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
 
@@ -160,8 +161,8 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
                 out[f"{_HF.get(module, module)}.{leaf}"] = value
             elif m[3] in ("q_bias", "v_bias"):                         # transformers 4 saves them so
                 out[f"blocks.{m[1]}.attn.{m[3]}"] = value
-            elif m[2] in ("attention.attention.query", "attention.attention.value") and m[3] == "bias":
-                out[f"blocks.{m[1]}.attn.{m[2][-5]}_bias"] = value           # transformers 5: query.bias -> q_bias
+            elif m[2] in _HF_BIAS and m[3] == "bias":                   # transformers 5: query.bias -> q_bias
+                out[f"blocks.{m[1]}.attn.{_HF_BIAS[m[2]]}"] = value
             elif m[2] not in ("attention.attention.query", "attention.attention.key", "attention.attention.value"):
                 out[f"blocks.{m[1]}.{_HF_LAYER.get(m[2], m[2])}.{m[3]}"] = value     # (their weights: below)
         for i in sorted({int(k.split(".")[3]) for k in state if k.startswith("videomae.encoder.layer.")}):
