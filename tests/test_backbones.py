@@ -39,7 +39,8 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}, "videomae_s": {"width": 0.25},
          "videomae_b": {"width": 0.125}, "videomae_l": {"width": 0.125}, "videomae_h": {"width": 0.125},
          "c2d_r50": {"width": 0.125}, "timesformer": {"width": 0.125}, "timesformer_hr": {"width": 0.125},
-         "timesformer_l": {"width": 0.125}}
+         "timesformer_l": {"width": 0.125}, **{f"mvit_{v}": {"width": 0.125} for v in ("v2_s", "v2_b", "v2_l",
+                                                                                       "b_16x4", "b_32x3")}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -91,6 +92,11 @@ def count_params(name: str, **options) -> int:
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
     ("videomae_b", {}, 86_534_800 + 200 * 769),
     ("timesformer", {}, 121_566_352 + 200 * 769),  # TimeSformer: 121.4M (its paper), as its reference code builds it  # VideoMAE ViT-B (87M), as its reference code builds it
+    ("mvit_v2_s", {}, 34_537_744 + 200 * 769),    # PySlowFast 287ec00's MViT from its MVITv2_S_16x4 config (34.5M)
+    ("mvit_v2_b", {}, 51_230_128 + 200 * 769),    # MVITv2_B_32x3 (51.2M)
+    ("mvit_v2_l", {}, 213_390_112 + 200 * 1153),  # MVITv2_L_40x3_test at 312 px
+    ("mvit_b_16x4", {}, 36_610_672 + 200 * 769),  # MViT v1 B (MVIT_B_16x4_CONV; its paper: 36.6M)
+    ("mvit_b_32x3", {}, 53_115_280 + 200 * 769),  # MVIT_B_32x3_CONV as PySlowFast reads it: DEPTH 24 (its last)
     ("swin_t", {}, 28_158_070 + 200 * 769),     # MMAction2's Video Swin-T: 28.2M with 400 (metafile), -B 88.0M
     ("swin_b", {}, 88_048_984 + 200 * 1025),
     ("i3d_r50_nl_dot", {}, 35_397_840 + 200 * 2049),       # MMAction2's I3D NL dot-product/embedded: 35,397,840
@@ -723,6 +729,21 @@ def test_videomae_refuses_other_clip_shapes_and_tells_its_size(tmp_path):
         build_backbone("videomae_b", tmp_path / "bad.safetensors")
 
 
+def assert_cam_gradient(model, x: torch.Tensor, shape: tuple) -> None:
+    """Grad-CAM's A (the cam_layer output, of `shape`) gets a nonzero gradient from the descriptor."""
+    caught = []
+
+    def leaf(module, inputs, out):
+        caught.append(out.detach().requires_grad_(True))
+        return caught[-1]
+
+    handle = model.cam_layer.register_forward_hook(leaf)
+    with torch.enable_grad():
+        model.descriptor(x).sum().backward()
+    handle.remove()
+    assert caught[0].shape == shape and caught[0].grad.abs().sum() > 0
+
+
 def test_timesformer_loads_its_files_and_its_descriptor_is_the_class_token():
     import tempfile
     source = random_model("timesformer")
@@ -739,16 +760,7 @@ def test_timesformer_loads_its_files_and_its_descriptor_is_the_class_token():
         with pytest.raises(GcfError, match=r"its layout implies frames=8, but timesformer_hr is built with frames=16; "
                                            r"use --backbone timesformer$"):
             build_backbone("timesformer_hr", path, **SMALL["timesformer_hr"])
-    caught = []                                      # Grad-CAM's A reaches the class token through the last block
-
-    def leaf(module, inputs, out):
-        caught.append(out.detach().requires_grad_(True))
-        return caught[-1]
-
-    loaded.cam_layer.register_forward_hook(leaf)
-    with torch.enable_grad():
-        loaded.descriptor(x).sum().backward()
-    assert caught[0].shape == a.shape and caught[0].grad.abs().sum() > 0
+    assert_cam_gradient(loaded, x, a.shape)            # A reaches the class token through the last block
     with tempfile.TemporaryDirectory() as tmp:          # other layouts of these models are named
         for key, words in (("encoder.blocks.0.attn.q_bias", "a VideoMAE pre-training checkpoint"),
                            ("backbone.transformer_layers.layers.0.ffns.0.layers.1.weight", "an MMAction2 TimeSformer"),
@@ -756,6 +768,61 @@ def test_timesformer_loads_its_files_and_its_descriptor_is_the_class_token():
             torch.save({key: torch.zeros(1)}, Path(tmp) / "other.pth")
             with pytest.raises(GcfError, match=f"other.pth: does not fit resnet18: .*; the file is {words}"):
                 build_backbone("resnet18", Path(tmp) / "other.pth")
+
+
+def _mmaction2_mvit(state: dict) -> dict:
+    """Our (PySlowFast's) MViT names -> MMAction2's: backbone.*, patch_embed.projection, norm3, cls_head.fc_cls."""
+    renames = (("patch_embed.proj.", "backbone.patch_embed.projection."), ("norm.", "backbone.norm3."),
+               ("head.projection.", "cls_head.fc_cls."))
+    return {next((new + k.removeprefix(old) for old, new in renames if k.startswith(old)), "backbone." + k): v
+            for k, v in state.items()}
+
+
+@pytest.mark.parametrize("layout", ["pyslowfast", "mmaction2", "mmaction2-backbone"])
+def test_mvit_loads_pyslowfast_and_mmaction2_files_and_its_descriptor_is_the_class_token(tmp_path, layout):
+    source = random_model("mvit_v2_s")
+    state = source.state_dict()
+    path = tmp_path / "MViTv2_S_16x4_k400_f302660347.pyth"
+    if layout == "pyslowfast":
+        torch.save({"model_state": state, "epoch": 200, "cfg": "MVIT: ..."}, path)
+    elif layout == "mmaction2":
+        torch.save({"meta": {"mmaction2_version": "1.0.0"}, "state_dict": _mmaction2_mvit(state)}, path)
+    else:                                    # what MMAction2 configs load as backbone.pretrained: no prefix, no head
+        torch.save({k.removeprefix("backbone."): v for k, v in _mmaction2_mvit(state).items()
+                    if not k.startswith("cls_head.")}, path)
+    loaded = build_backbone("mvit_v2_s", path, **SMALL["mvit_v2_s"])
+    x = frames_clips(loaded.spec)                    # 16x64x64: the relative position tables are resized
+    with torch.no_grad():
+        v, a = loaded.descriptor(x), loaded.feature_map(x)
+        assert torch.equal(v, source.descriptor(x)) and a.shape == (2, 96, 8, 2, 2)   # the grid entering block 15
+        if layout != "mmaction2-backbone":
+            assert torch.equal(loaded(x), source(x))
+    spec = loaded.spec
+    assert (spec.norm.name, spec.clip_len, spec.frame_step, spec.input_size, spec.feature_dim) == \
+        ("slowfast", 16, 4, 224, 96)
+    assert spec.num_classes == (0 if layout == "mmaction2-backbone" else 400)
+    assert_cam_gradient(loaded, x, a.shape)            # A reaches the class token through the last block
+
+
+def test_mvit_files_name_their_arch_and_clip_shape(tmp_path):
+    for name, other, implied in (("mvit_v2_b", "mvit_v2_s", "arch=b"), ("mvit_b_16x4", "mvit_v2_s", "arch=v1_b"),
+                                 ("mvit_b_32x3", "mvit_b_16x4", "arch=v1_b24"), ("mvit_v2_l", "mvit_v2_b", "arch=l")):
+        torch.save({"model_state": source_model(name).state_dict()}, tmp_path / f"{name}.pyth")
+        with pytest.raises(GcfError, match=rf"{name}.pyth: its layout implies {implied}, but {other} is built with "
+                                           rf"arch=\S+; use --backbone {name}$"):
+            build_backbone(other, tmp_path / f"{name}.pyth", **SMALL[other])
+    small = random_model("mvit_v2_s", frames=8, pixels=128)                       # tables for 8x128 clips
+    torch.save({"model_state": small.state_dict()}, tmp_path / "s8.pyth")
+    with pytest.raises(GcfError, match=r"s8.pyth: its layout implies frames=8, but mvit_v2_s is built with "
+                                       r"frames=16; pass --option frames=8"):
+        build_backbone("mvit_v2_s", tmp_path / "s8.pyth", **SMALL["mvit_v2_s"])
+    loaded = build_backbone("mvit_v2_s", tmp_path / "s8.pyth", frames=8, pixels=128, **SMALL["mvit_v2_s"])
+    assert loaded.blocks[0].attn.rel_pos_t.shape[0] == 7
+    for state, words in ((source_model("mvit_b_16x4").state_dict(), "a PySlowFast MViT: use --backbone mvit_v2_s"),
+                         (_mmaction2_mvit(source_model("mvit_v2_s").state_dict()), "an MMAction2 MViTv2: use")):
+        torch.save(state, tmp_path / "other.pth")
+        with pytest.raises(GcfError, match=f"other.pth: does not fit resnet18: .*; the file is {words}"):
+            build_backbone("resnet18", tmp_path / "other.pth")
 
 
 C3D_NAMES = ["conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b"]
@@ -1007,7 +1074,8 @@ def test_normalize_conventions():
     assert torch.allclose(bgr[:, 0], torch.from_numpy(frames[..., 2]).float() - 114.7748)  # blue comes first
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "c3d" and not n.startswith(("videomae", "timesformer"))])
+@pytest.mark.parametrize("name", [n for n in REGISTRY
+                                  if n != "c3d" and not n.startswith(("videomae", "timesformer", "mvit"))])
 def test_descriptor_is_the_pooled_cam_layer_output(name):
     model = random_model(name)
     maps = []

@@ -2,6 +2,7 @@
 
 import hashlib
 
+import pytest
 import torch
 from conftest import run_gcf
 
@@ -44,9 +45,11 @@ def test_a_backbone_only_file_extracts_descriptors_and_refuses_logits(tmp_path, 
     assert store.videos and store.meta.feature_dim == 256 and store.meta.extra["num_classes"] == 0
 
 
-def test_a_transformer_with_a_2d_patch_conv_extracts(tmp_path, synth_videos):
-    """The runner makes 3D convolutions channels-last; TimeSformer's per-frame Conv2d must be left alone."""
-    run_gcf("extract", synth_videos / "class_0", "--backbone", "timesformer", "--weights", "random", "--option",
+@pytest.mark.parametrize("name", ["timesformer", "mvit_v2_s"])
+def test_transformers_extract(tmp_path, synth_videos, name):
+    """The runner makes 3D convolutions channels-last; TimeSformer's per-frame Conv2d must be left alone, and MViT's
+    depthwise pooling convolutions take token grids permuted into maps."""
+    run_gcf("extract", synth_videos / "class_0", "--backbone", name, "--weights", "random", "--option",
             "width=0.125", "--clip-len", "4", "--size", "32", "-o", tmp_path / "t.zarr", "--quiet")
     store = open_store(tmp_path / "t.zarr")
-    assert store.videos and store.meta.feature_dim == 96 and store.meta.backbone == "timesformer"
+    assert store.videos and store.meta.feature_dim == 96 and store.meta.backbone == name

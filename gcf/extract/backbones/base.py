@@ -101,11 +101,12 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class Mlp(nn.Module):
-    """The transformers' feed-forward: fc1 to `hidden`, exact GELU, fc2 back (`fc1`, `fc2`, as timm names them)."""
+    """The transformers' feed-forward: fc1 to `hidden`, exact GELU, fc2 back to `dim` or to `out` (`fc1`, `fc2`, as
+    timm names them)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, out: int | None = None):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, out or dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.nn.functional.gelu(self.fc1(x)))

@@ -151,14 +151,19 @@ LAYOUTS = (
                                      "layout"),
     ("model.blocks.0.temporal_attn.", "the file is a TimeSformer: use --backbone timesformer, timesformer_hr or "
                                       "timesformer_l"),
+    ("blocks.0.attn.pool_k.", "the file is a PySlowFast MViT: use --backbone mvit_v2_s, mvit_v2_b, mvit_v2_l "
+                              "(MViTv2), mvit_b_16x4 or mvit_b_32x3 (MViT v1)"),
+    ("backbone.blocks.0.attn.pool_k.", "the file is an MMAction2 MViTv2: use --backbone mvit_v2_s, mvit_v2_b or "
+                                       "mvit_v2_l"),
     ("conv3a.", "the file is a C3D (DavideA/c3d-pytorch, jfzhang95/pytorch-video-recognition): use --backbone c3d"),
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2; non-local: i3d_r50_nl_*), R(2+1)D-34 "
                   "(r2plus1d_r34_8x8, _32x2), CSN (ircsn_r152, ipcsn_r152, ircsn_r50), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101), "
-                  "X3D (x3d_s, x3d_m), C3D (c3d) and Video Swin (swin_t/s/b/l), not yet its other architectures"),
+                  "X3D (x3d_s, x3d_m), C3D (c3d), Video Swin (swin_t/s/b/l) and MViTv2 (mvit_v2_s/b/l), not yet its "
+                  "other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
-                          "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...) and X3D "
-                          "(x3d_xs/s/m/l), not yet MViT"),
+                          "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...), X3D "
+                          "(x3d_xs/s/m/l) and MViT (mvit_v2_s/b/l, mvit_b_16x4, mvit_b_32x3)"),
     ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
                   "i3d_r50 (I3D_8x8_R50.pyth), "
                   "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth), csn_r101 (CSN_32x2_R101.pyth) and x3d_xs/s/m/l "

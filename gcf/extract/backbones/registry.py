@@ -23,6 +23,8 @@ from gcf.extract.backbones.c3d import convert as c3d_layouts
 from gcf.extract.backbones.i3d import i3d
 from gcf.extract.backbones.mobilenet import mobilenet
 from gcf.extract.backbones.mobilenetv2 import mobilenetv2
+from gcf.extract.backbones.mvit import convert as mvit_layouts
+from gcf.extract.backbones.mvit import mvit
 from gcf.extract.backbones.norm import Norm, get_norm
 from gcf.extract.backbones.resnet import resnet
 from gcf.extract.backbones.resnet2p1d import r2plus1d
@@ -160,6 +162,16 @@ REGISTRY: dict[str, Entry] = {
                                   "model.head.weight", f"TimeSformer_divST_{frames}x{step}_{pixels}_K400.pyth",
                                   clip_len=frames, input_size=pixels, frame_step=step, convert=timesformer_layouts)
        for tag, frames, step, pixels in (("", 8, 32, 224), ("_hr", 16, 16, 448), ("_l", 96, 4, 224))},
+    # PySlowFast's MViTv2 S 16x4, B 32x3 (224 px), L 40x3 (312 px) and MViT v1 B 16x4 and 32x3 (24 blocks, as its
+    # MVIT_B_32x3_CONV config builds it) on Kinetics-400; MMAction2's converted and own files renamed on loading
+    **{name: Entry(partial(mvit, arch=arch, frames=frames, pixels=pixels), norm, 400, "head.projection.weight",
+                   checkpoint, clip_len=frames, input_size=pixels, frame_step=step, convert=mvit_layouts)
+       for name, arch, frames, step, pixels, norm, checkpoint in (
+           ("mvit_v2_s", "s", 16, 4, 224, "slowfast", "MViTv2_S_16x4_k400_f302660347.pyth"),
+           ("mvit_v2_b", "b", 32, 3, 224, "slowfast", "MViTv2_B_32x3_k400_f304025456.pyth"),
+           ("mvit_v2_l", "l", 40, 3, 312, "imagenet", "MViTv2_L_40x3_k400_f306903192.pyth"),
+           ("mvit_b_16x4", "v1_b", 16, 4, 224, "slowfast", None),       # published on Google Drive, unnamed
+           ("mvit_b_32x3", "v1_b24", 32, 3, 224, "slowfast", "k400.pyth"))},
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
