@@ -25,7 +25,7 @@ import av
 import click
 import numpy as np
 
-from gcf.errors import GcfError
+from gcf.errors import GcfError, plural
 
 
 @dataclass(frozen=True)
@@ -242,5 +242,5 @@ def synth(out: str, classes: int, per_class: int, seed: int, width: int, height:
     """Write a synthetic action dataset: OUT/<class>/<video>.mp4, OUT/labels.csv and OUT/segments.csv."""
     spec = SynthSpec(width=width, height=height, fps=fps, min_clips=min_clips, max_clips=max_clips, codec=codec)
     paths = make_dataset(out, classes, per_class, seed, spec)
-    click.echo(f"wrote {len(paths)} videos ({pick_codec(codec)}, {width}x{height}, {fps} fps) "
+    click.echo(f"wrote {plural(len(paths), 'video')} ({pick_codec(codec)}, {width}x{height}, {fps} fps) "
                f"and labels.csv, segments.csv to {out}")

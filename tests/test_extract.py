@@ -293,9 +293,9 @@ def test_overwrite_redoes_everything_and_deletes_only_stores(synth_videos, tmp_p
     one = sorted(synth_videos.rglob("*.mp4"))[0]
     run_gcf("extract", *TINY, one, "-o", "f.h5", cwd=tmp_path)
     again = run_gcf("extract", *TINY, one, "-o", "f.h5", cwd=tmp_path)
-    assert "1 videos: 0 extracted, 0 failed, 1 skipped" in again.stdout
+    assert "1 video: 0 extracted, 0 failed, 1 skipped" in again.stdout
     redone = run_gcf("extract", *TINY, one, "-o", "f.h5", "--overwrite", cwd=tmp_path)
-    assert "1 videos: 1 extracted, 0 failed, 0 skipped" in redone.stdout
+    assert "1 video: 1 extracted, 0 failed, 0 skipped" in redone.stdout
     assert open_store(tmp_path / "f.h5").videos == [one.stem]
     (tmp_path / "notes.h5").write_text("precious")
     refused = run_gcf("extract", *TINY, one, "-o", "notes.h5", "--overwrite", cwd=tmp_path, check=False)

@@ -156,6 +156,8 @@ def test_accuracy_top5_and_mean_class():
     assert m["top1"] == 0.75 and m["top5"] == 1.0 and m["mean_class"] == 0.75
     m = accuracy(np.array([[0.9, 0.1]] * 4), np.array([0, 0, 0, 1]))   # class 0 all right, class 1 all wrong
     assert m["top1"] == 0.75 and m["mean_class"] == 0.5
+    m = accuracy(np.array([[0.9, 0.1]] * 11 + [[0.1, 0.9]] * 13), np.zeros(24, dtype=int))
+    assert m["top1"] == 11 / 24 and m["mean_class"] == 11 / 24    # exact fractions (float32 gave 0.45833334...)
 
 
 def test_run_round_trip_reproduces_predictions(tmp_path, data, trained):

@@ -105,7 +105,7 @@ def test_verify_labels_name_videos_by_id_base_or_stem(tmp_path):
     assert run_gcf("store", "verify", store, "--labels", rows).stdout.endswith(": ok\n")
     rows.write_text("video\na\nd\n")
     proc = run_gcf("store", "verify", store, "--labels", rows, check=False)
-    assert proc.returncode == 1 and "1 videos listed in" in proc.stdout and "(e.g. d)" in proc.stdout
+    assert proc.returncode == 1 and "1 video listed in" in proc.stdout and "(e.g. d)" in proc.stdout
 
 
 def test_verify_finds_damage(tmp_path):
@@ -114,7 +114,7 @@ def test_verify_finds_damage(tmp_path):
     run_gcf("store", "import", tmp_path / "feats", "--labels", tmp_path / "feats" / "labels.csv", "-o", store)
     (tmp_path / "feats" / "more.csv").write_text("video,label\nclip_0,run\nclip_99,walk\n")
     missing = run_gcf("store", "verify", store, "--labels", tmp_path / "feats" / "more.csv", check=False)
-    assert missing.returncode == 1 and "1 videos listed" in missing.stdout and "clip_99" in missing.stdout
+    assert missing.returncode == 1 and "1 video listed" in missing.stdout and "clip_99" in missing.stdout
 
     (chunk,) = store.glob("parts/*/features/c.0.0")
     raw = bytearray(chunk.read_bytes())

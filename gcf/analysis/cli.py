@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from gcf.errors import GcfError
+from gcf.errors import GcfError, plural
 
 
 def _threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -137,12 +137,12 @@ def localize(run_dir, store, split, segments, threshold, by, output):
     truth = None if segments is None else _read_segments(segments)
     videos = localize_store(model, split, threshold, by)
     n_int = sum(len(v.pred.intervals) for v in videos)
-    click.echo(f"{model.store}: {len(videos)} videos ({split}), {n_int} intervals with {by} > {threshold:g} "
+    click.echo(f"{model.store}: {plural(len(videos), 'video')} ({split}), {plural(n_int, 'interval')} with {by} > {threshold:g} "
                f"({sum(bool(v.pred.intervals) for v in videos)} videos have one)")
     summary = None
     if truth is not None:
         summary = evaluate(videos, truth, source=segments)
-        click.echo(f"ground truth {segments}: {summary['videos']} videos")
+        click.echo(f"ground truth {segments}: {plural(summary['videos'], 'video')}")
         if summary["unmatched"]:
             click.echo(f"note: {summary['unmatched']} of its videos are not among the {len(videos)} localised "
                        f"({split}) ones (other splits, or not in the store): left out")

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from gcf.errors import GcfError
+from gcf.errors import GcfError, plural
 from gcf.extract import backbone_spec, build_backbone, check_geometry
 from gcf.extract.inputs import VideoItem, discover
 from gcf.extract.pool import Clips, DecodeConfig, DecoderPool, Done, Failed, Started, Task
@@ -104,14 +104,14 @@ class ExtractSummary:
 
     def report(self) -> str:
         """The final summary, several lines."""
-        lines = [f"{self.selected} videos: {self.ok} extracted, {len(self.failed)} failed, {self.skipped} skipped "
-                 f"(already in the store); {self.clips} clips in {self.seconds:.1f} s ({self.clips_per_s:.1f} clips/s)",
+        lines = [f"{plural(self.selected, 'video')}: {self.ok} extracted, {len(self.failed)} failed, {self.skipped} skipped "
+                 f"(already in the store); {plural(self.clips, 'clip')} in {self.seconds:.1f} s ({self.clips_per_s:.1f} clips/s)",
                  f"store: {self.store}"]
         if self.failed:
             lines.append("failed:")
             lines += [f"  {vid}: {error}" for vid, error in sorted(self.failed.items())]
         if self.earlier_failed:
-            lines.append(f"{len(self.earlier_failed)} more videos failed in earlier runs "
+            lines.append(f"{plural(len(self.earlier_failed), 'more video')} failed in earlier runs "
                          f"(gcf store info {self.store}; --overwrite retries everything)")
         return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from gcf.device import check_device
-from gcf.errors import GcfError
+from gcf.errors import GcfError, plural
 from gcf.head import HeadConfig, complexity, list_heads
 from gcf.head.data import load_store, split_ids
 from gcf.head.run import load_run, plot_confusion, save_run
@@ -76,7 +76,7 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
     path = run_dir(store, head_name, out, overwrite)
     data, source, backbone_probs = load_store(store)
     t = data.table
-    click.echo(f"{store}: {len(t.labels)} videos, {t.features.shape[0]} clips, d={t.features.shape[1]}, "
+    click.echo(f"{store}: {plural(len(t.labels), 'video')}, {plural(t.features.shape[0], 'clip')}, d={t.features.shape[1]}, "
                f"{len(data.class_names)} classes; train {len(data.train)}, val {len(data.val)}, test {len(data.test)}")
     for note in data.notes:
         click.echo(f"  {note}")
@@ -95,7 +95,7 @@ def train_head(store, out, head_name, recipe_name, clips, select, dim, layers, n
         click.echo(f"warning: the C-Clip/D-Clips clip classifier stopped early: {clip.stopped}", err=True)
     if result.stopped:
         raise GcfError(f"{path}: {result.stopped}")
-    click.echo(f"test ({len(data.test)} videos): {pct(result.metrics)} (best epoch {result.best_epoch})")
+    click.echo(f"test ({plural(len(data.test), 'video')}): {pct(result.metrics)} (best epoch {result.best_epoch})")
     click.echo(f"wrote {path}")
 
 
@@ -138,7 +138,7 @@ def eval_run(run, store, as_json):
     if as_json:
         click.echo(json.dumps(table))
         return
-    click.echo(f"{store}: test split, {len(data.test)} videos")
+    click.echo(f"{store}: test split, {plural(len(data.test), 'video')}")
     width = max(map(len, table))
     for name, m in table.items():
         click.echo(f"  {name:<{width}}  {pct(m)}")

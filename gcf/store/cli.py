@@ -93,9 +93,9 @@ def verify(path: str, labels: str | None) -> None:
         index = IdIndex(present)
         missing = [v for v in expected if not index.match(v)]
         if missing:
-            damage.append(f"{len(missing)} videos listed in {labels} are not in the store "
+            damage.append(f"{plural(len(missing), 'video')} listed in {labels} {'is' if len(missing) == 1 else 'are'} not in the store "
                           f"(e.g. {', '.join(missing[:5])}); rerun the extraction to add them")
-    click.echo(f"{path}: {len(r.videos)} videos ok, {len(r.failed)} failed, {len(r.parts)} part(s)")
+    click.echo(f"{path}: {plural(len(r.videos), 'video')} ok, {len(r.failed)} failed, {len(r.parts)} part(s)")
     for line in notes:
         click.echo(f"note: {line}")
     for line in damage:
@@ -270,5 +270,5 @@ def export(path: str, out: str) -> None:
         arrays["logits"] = np.concatenate(logits)
     with open(out, "wb") as f:
         np.savez(f, **arrays)
-    click.echo(f"{out}: {len(table)} videos, {len(table.features)} clips"
+    click.echo(f"{out}: {plural(len(table), 'video')}, {plural(len(table.features), 'clip')}"
                + (" with logits" if "logits" in arrays else ""))
