@@ -744,6 +744,39 @@ def assert_cam_gradient(model, x: torch.Tensor, shape: tuple) -> None:
     assert caught[0].shape == shape and caught[0].grad.abs().sum() > 0
 
 
+def test_timesformer_loads_mmaction2s_divided_space_time_files():
+    import tempfile
+    source = random_model("timesformer")
+    block = {"temporal_norm1": "attentions.0.norm", "temporal_attn.qkv": "attentions.0.attn.in_proj",
+             "temporal_attn.proj": "attentions.0.attn.out_proj", "temporal_fc": "attentions.0.temporal_fc",
+             "norm1": "attentions.1.norm", "attn.qkv": "attentions.1.attn.in_proj",
+             "attn.proj": "attentions.1.attn.out_proj", "norm2": "ffns.0.norm", "mlp.fc1": "ffns.0.layers.0.0",
+             "mlp.fc2": "ffns.0.layers.1"}
+    mm = {}
+    for key, value in source.state_dict().items():
+        m = re.fullmatch(r"model\.blocks\.(\d+)\.(.+)\.(weight|bias)", key)
+        if m:
+            sep = "_" if block[m[2]].endswith("in_proj") else "."     # nn.MultiheadAttention's in_proj_weight
+            mm[f"backbone.transformer_layers.layers.{m[1]}.{block[m[2]]}{sep}{m[3]}"] = value
+        else:
+            mm[key.replace("model.patch_embed.proj.", "backbone.patch_embed.projection.")
+                  .replace("model.head.", "cls_head.fc_cls.").replace("model.", "backbone.")] = value
+    assert "backbone.transformer_layers.layers.0.attentions.0.attn.in_proj_weight" in mm
+    assert "backbone.transformer_layers.layers.0.attentions.1.attn.out_proj.weight" in mm
+    x = frames_clips(source.spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "timesformer_divST_8xb8-8x32x1-15e_kinetics400-rgb_20220815-a4d0d01f.pth"
+        torch.save({"meta": {"mmaction2_version": "1.0.0"}, "state_dict": mm}, path)
+        loaded = build_backbone("timesformer", path, **SMALL["timesformer"])
+        with torch.no_grad():
+            assert torch.equal(loaded(x), source(x))
+        assert loaded.spec.norm.name == "inception"            # its configs' mean and std 127.5
+        space_only = {k: v for k, v in mm.items() if ".temporal_fc." not in k}
+        torch.save({"meta": {}, "state_dict": space_only}, path)
+        with pytest.raises(GcfError, match=r"MMAction2 TimeSformer with space-only or joint space-time attention"):
+            build_backbone("timesformer", path, **SMALL["timesformer"])
+
+
 def test_timesformer_loads_its_files_and_its_descriptor_is_the_class_token():
     import tempfile
     source = random_model("timesformer")

@@ -146,9 +146,8 @@ LAYOUTS = (
                              "videomae_h"),
     ("encoder.blocks.0.attn.q_bias", "the file is a VideoMAE pre-training checkpoint (encoder and decoder, no "
                                      "fine-tuned head); gcf takes the Kinetics fine-tuned models (videomae_*)"),
-    ("backbone.transformer_layers.", "the file is an MMAction2 TimeSformer (transformer_layers keys); gcf takes "
-                                     "facebookresearch/TimeSformer's files (--backbone timesformer), not yet this "
-                                     "layout"),
+    ("backbone.transformer_layers.", "the file is an MMAction2 TimeSformer (transformer_layers keys): use "
+                                     "--backbone timesformer"),
     ("model.blocks.0.temporal_attn.", "the file is a TimeSformer: use --backbone timesformer, timesformer_hr or "
                                       "timesformer_l"),
     ("blocks.0.attn.pool_k.", "the file is a PySlowFast MViT: use --backbone mvit_v2_s, mvit_v2_b, mvit_v2_l "
@@ -159,8 +158,8 @@ LAYOUTS = (
     ("cls_head.", "the file is an MMAction2 recognizer (backbone. / cls_head. keys): gcf takes its SlowOnly "
                   "R50/R101 (slow_r50, slow_r101), I3D R50 (i3d_r50_32x2; non-local: i3d_r50_nl_*), R(2+1)D-34 "
                   "(r2plus1d_r34_8x8, _32x2), CSN (ircsn_r152, ipcsn_r152, ircsn_r50), SlowFast (slowfast_r50, slowfast_r50_4x16, slowfast_r101), "
-                  "X3D (x3d_s, x3d_m), C3D (c3d), Video Swin (swin_t/s/b/l) and MViTv2 (mvit_v2_s/b/l), not yet its "
-                  "other architectures"),
+                  "X3D (x3d_s, x3d_m), C3D (c3d), Video Swin (swin_t/s/b/l), MViTv2 (mvit_v2_s/b/l) and TimeSformer "
+                  "(timesformer), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
                           "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...), X3D "
                           "(x3d_xs/s/m/l) and MViT (mvit_v2_s/b/l, mvit_b_16x4, mvit_b_32x3)"),

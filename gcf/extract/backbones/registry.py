@@ -157,7 +157,7 @@ REGISTRY: dict[str, Entry] = {
                                  frame_step=4, convert=videomae_layouts)
        for size, name in (("s", "small"), ("b", "base"), ("l", "large"), ("h", "huge"))},
     # facebookresearch/TimeSformer (divided space-time) on Kinetics-400: 8 frames 32 apart at 224 px, HR 16x16 at 448,
-    # L 96x4 at 224; its time and position tables say which
+    # L 96x4 at 224; its time and position tables say which; MMAction2's divided space-time file renamed on loading
     **{f"timesformer{tag}": Entry(partial(timesformer, frames=frames, pixels=pixels), "slowfast", 400,
                                   "model.head.weight", f"TimeSformer_divST_{frames}x{step}_{pixels}_K400.pyth",
                                   clip_len=frames, input_size=pixels, frame_step=step, convert=timesformer_layouts)

@@ -1,6 +1,7 @@
 """TimeSformer (Bertasius et al. 2021), divided space-time attention, in the names of facebookresearch/TimeSformer
 (`model.patch_embed.proj`, `model.blocks.0.temporal_attn.qkv`, `model.blocks.0.temporal_fc`, `model.head`), so
-its `TimeSformer_divST_*.pyth` files load unchanged.
+its `TimeSformer_divST_*.pyth` files load unchanged; MMAction2's divided space-time files (mmcv layers,
+`nn.MultiheadAttention`) are renamed on loading.
 
 A ViT-B/16 on each frame's patches plus a class token; each block attends over time (per patch position, then a
 linear `temporal_fc`) and then over space (per frame, with the class token copied into every frame and averaged
@@ -12,11 +13,13 @@ enter the last block, as a map [768, T, 14, 14]: the class token reaches the out
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gcf.errors import GcfError
 from gcf.extract.backbones.base import Backbone, Mlp
 from gcf.extract.backbones.checkpoint import Checkpoint
 
@@ -157,8 +160,37 @@ def timesformer(num_classes: int, frames: int = 8, pixels: int = 224, width: flo
     return TimeSformer(num_classes, width, frames, pixels)
 
 
+# MMAction2's names (mmcv BaseTransformerLayer: attentions.0 temporal, attentions.1 spatial, nn.MultiheadAttention's
+# in_proj / out_proj, FFN layers.0.0 / layers.1) -> the reference code's, within a block
+_MM_BLOCK = {"attentions.0.norm": "temporal_norm1", "attentions.0.attn.in_proj": "temporal_attn.qkv",
+             "attentions.0.attn.out_proj": "temporal_attn.proj", "attentions.0.temporal_fc": "temporal_fc",
+             "attentions.1.norm": "norm1", "attentions.1.attn.in_proj": "attn.qkv",
+             "attentions.1.attn.out_proj": "attn.proj", "ffns.0.norm": "norm2", "ffns.0.layers.0.0": "mlp.fc1",
+             "ffns.0.layers.1": "mlp.fc2"}
+_MM_TOP = {"backbone.patch_embed.projection": "model.patch_embed.proj", "cls_head.fc_cls": "model.head"}
+
+
+def _mm_name(key: str) -> str:
+    """MMAction2's name of a divided space-time TimeSformer tensor -> the reference code's."""
+    m = re.fullmatch(r"backbone\.transformer_layers\.layers\.(\d+)\.(.+?)(?:_|\.)(weight|bias)", key)
+    if m and m[2] in _MM_BLOCK:
+        return f"model.blocks.{m[1]}.{_MM_BLOCK[m[2]]}.{m[3]}"
+    module, _, leaf = key.rpartition(".")
+    if module in _MM_TOP:
+        return f"{_MM_TOP[module]}.{leaf}"
+    return "model." + key.removeprefix("backbone.") if key.startswith("backbone.") else key   # cls_token, norm ...
+
+
 def convert(ckpt: Checkpoint) -> Checkpoint:
-    """The clip shape the file's time and position tables were trained on (frames, pixels)."""
+    """An MMAction2 TimeSformer (divided space-time) in the reference code's names, with its configs' input
+    convention (mean and std 127.5); the clip shape the file's time and position tables were trained on (frames,
+    pixels)."""
+    if "backbone.transformer_layers.layers.0.attentions.0.attn.in_proj_weight" in ckpt.state_dict:
+        if "backbone.transformer_layers.layers.0.attentions.0.temporal_fc.weight" not in ckpt.state_dict:
+            raise GcfError("the file is an MMAction2 TimeSformer with space-only or joint space-time attention; "
+                           "gcf takes the divided space-time model (timesformer_divST_*)")
+        ckpt = dataclasses.replace(ckpt, norm="inception",
+                                   state_dict={_mm_name(k): v for k, v in ckpt.state_dict.items()})
     time, pos = ckpt.state_dict.get("model.time_embed"), ckpt.state_dict.get("model.pos_embed")
     if time is None or pos is None:
         return ckpt
