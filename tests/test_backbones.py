@@ -38,6 +38,7 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "i3d_r50_nl_gaussian": {"width": 0.125}, "swin_t": {"width": 0.125}, "swin_s": {"width": 0.125},
          "swin_b": {"width": 0.125}, "swin_l": {"width": 0.125}, "videomae_s": {"width": 0.25},
          "videomae_b": {"width": 0.125}, "videomae_l": {"width": 0.125}, "videomae_h": {"width": 0.125},
+         "videomae_g": {"width": 0.125},
          "c2d_r50": {"width": 0.125}, "timesformer": {"width": 0.125}, "timesformer_hr": {"width": 0.125},
          "timesformer_l": {"width": 0.125}, **{f"mvit_{v}": {"width": 0.125} for v in ("v2_s", "v2_b", "v2_l",
                                                                                        "b_16x4", "b_32x3")}}
@@ -91,6 +92,7 @@ def count_params(name: str, **options) -> int:
     ("ipcsn_r152", {}, 33_016_592 + 200 * 2049),  # ip-CSN-152: 33.02M with 400
     ("csn_r101", {}, 22_213_776 + 200 * 2049),    # PyTorchVideo's csn_r101: 22.21M with 400
     ("videomae_b", {}, 86_534_800 + 200 * 769),
+    ("videomae_g", {}, 1_012_456_152),  # VideoMAE V2's ViT-g/14 as OpenGVLab/VideoMAEv2 builds it (1.0B)
     ("timesformer", {}, 121_566_352 + 200 * 769),  # TimeSformer: 121.4M (its paper), as its reference code builds it  # VideoMAE ViT-B (87M), as its reference code builds it
     ("mvit_v2_s", {}, 34_537_744 + 200 * 769),    # PySlowFast 287ec00's MViT from its MVITv2_S_16x4 config (34.5M)
     ("mvit_v2_b", {}, 51_230_128 + 200 * 769),    # MVITv2_B_32x3 (51.2M)
@@ -711,6 +713,26 @@ def test_videomae_loads_its_own_and_hugging_faces_files(tmp_path, layout):
         assert a.shape == (2, 96, 8, 14, 14) and torch.equal(loaded.fc_norm(a.mean(dim=(2, 3, 4))), loaded.descriptor(x))
     spec = loaded.spec
     assert (spec.norm.name, spec.clip_len, spec.frame_step, spec.input_size) == ("imagenet", 16, 4, 224)
+
+
+def test_videomae_v2_files_load_giant_and_distilled(tmp_path):
+    import argparse
+    giant = random_model("videomae_g")                  # ViT-g/14: 2x14x14 tubelets, MLP 48/11 of the width
+    x = giant.spec.normalize(torch.randint(0, 256, (1, 16, 224, 224, 3), dtype=torch.uint8))
+    with torch.no_grad():
+        assert giant.feature_map(x).shape == (1, 176, 8, 16, 16)
+    assert giant.blocks[0].mlp.fc1.out_features == 768 and len(giant.blocks) == 40
+    base = {"patch_embed.proj.weight": torch.zeros(1408, 3, 2, 14, 14),                # ViT-g's width and depth
+            **{f"blocks.{i}.norm1.weight": torch.zeros(1) for i in range(40)}}
+    torch.save({"model": base}, tmp_path / "vit_g.pth")
+    with pytest.raises(GcfError, match=r"vit_g.pth: its layout implies size=g, but videomae_h is built with size=h; "
+                                       r"use --backbone videomae_g$"):
+        build_backbone("videomae_h", tmp_path / "vit_g.pth")
+    distilled = random_model("videomae_b", num_classes=710)     # vit_b_k710_dl_from_giant.pth: Kinetics-710
+    torch.save({"module": distilled.state_dict(), "epoch": 9, "args": argparse.Namespace(nb_classes=710)},
+               tmp_path / "vit_b_k710_dl_from_giant.pth")
+    loaded = build_backbone("videomae_b", tmp_path / "vit_b_k710_dl_from_giant.pth", **SMALL["videomae_b"])
+    assert loaded.spec.num_classes == 710
 
 
 def test_videomae_refuses_other_clip_shapes_and_tells_its_size(tmp_path):

@@ -142,8 +142,8 @@ LAYOUTS = (
     ("backbone.layers.0.blocks.0.", "the file is a Video Swin: use --backbone swin_t, swin_s, swin_b or swin_l"),
     ("videomae.encoder.layer.0.", "the file is a Hugging Face VideoMAE: use --backbone videomae_s, videomae_b, "
                                   "videomae_l or videomae_h"),
-    ("blocks.0.attn.q_bias", "the file is a VideoMAE: use --backbone videomae_s, videomae_b, videomae_l or "
-                             "videomae_h"),
+    ("blocks.0.attn.q_bias", "the file is a VideoMAE: use --backbone videomae_s, videomae_b, videomae_l, "
+                             "videomae_h or videomae_g (V2's ViT-g)"),
     ("encoder.blocks.0.attn.q_bias", "the file is a VideoMAE pre-training checkpoint (encoder and decoder, no "
                                      "fine-tuned head); gcf takes the Kinetics fine-tuned models (videomae_*)"),
     ("backbone.transformer_layers.", "the file is an MMAction2 TimeSformer (transformer_layers keys): use "

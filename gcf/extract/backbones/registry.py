@@ -151,11 +151,12 @@ REGISTRY: dict[str, Entry] = {
        for arch, name, pre, date in (("t", "tiny", "1k", "20220930-241016b2"), ("s", "small", "1k", "20220930-e91ab986"),
                                      ("b", "base", "1k", "20220930-182ec6cc"), ("l", "large", "22k", "20220930-78ad8b11"))},
     # VideoMAE ViT-S/B/L/H fine-tuned on Kinetics-400, 16 frames 4 apart at 224 px: MCG-NJU/VideoMAE's files
-    # ({'model': ...}) and Hugging Face's MCG-NJU/videomae-*-finetuned-kinetics (renamed on loading)
-    **{f"videomae_{size}": Entry(partial(videomae, size=size), "imagenet", 400, "head.weight",
-                                 f"videomae-{name}-finetuned-kinetics.safetensors", clip_len=16, input_size=224,
-                                 frame_step=4, convert=videomae_layouts)
-       for size, name in (("s", "small"), ("b", "base"), ("l", "large"), ("h", "huge"))},
+    # ({'model': ...}) and Hugging Face's MCG-NJU/videomae-*-finetuned-kinetics (renamed on loading); VideoMAE V2's
+    # ViT-g/14 (OpenGVLab/VideoMAEv2) and its distilled ViT-S/B (vit_*_k710_dl_from_giant.pth: videomae_s/_b)
+    **{f"videomae_{size}": Entry(partial(videomae, size=size), "imagenet", 400, "head.weight", checkpoint,
+                                 clip_len=16, input_size=224, frame_step=4, convert=videomae_layouts)
+       for size, checkpoint in (*((s, f"videomae-{n}-finetuned-kinetics.safetensors") for s, n in (
+           ("s", "small"), ("b", "base"), ("l", "large"), ("h", "huge"))), ("g", "vit_g_hybrid_pt_1200e_k400_ft.pth"))},
     # facebookresearch/TimeSformer (divided space-time) on Kinetics-400: 8 frames 32 apart at 224 px, HR 16x16 at 448,
     # L 96x4 at 224; its time and position tables say which; MMAction2's divided space-time file renamed on loading
     **{f"timesformer{tag}": Entry(partial(timesformer, frames=frames, pixels=pixels), "slowfast", 400,

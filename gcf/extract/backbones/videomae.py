@@ -2,7 +2,8 @@
 reference code (MCG-NJU/VideoMAE `modeling_finetune.py`: `patch_embed.proj`, `blocks.0.attn.qkv`, `attn.q_bias`,
 `fc_norm`, `head`); Hugging Face's `VideoMAEForVideoClassification` files (`videomae.encoder.layer.0.attention.
 attention.query`, `classifier`) and MMAction2's (`backbone.patch_embed.projection`, `backbone.blocks.0.mlp.layers.0.0`,
-`cls_head.fc_cls`) are renamed on loading.
+`cls_head.fc_cls`) are renamed on loading. VideoMAE V2 (OpenGVLab/VideoMAEv2) keeps these names: its ViT-g/14
+is size g, its distilled ViT-S/B load as s and b.
 
 Tokens get a fixed sine-cosine position table made for the clip shape the weights were trained on (16 frames of
 224 px: 8 x 14 x 14 tokens), so that is the only shape the network takes. A is the last block's tokens as a map
@@ -23,7 +24,9 @@ from gcf.errors import GcfError
 from gcf.extract.backbones.base import Backbone, Mlp
 from gcf.extract.backbones.checkpoint import Checkpoint
 
-SIZES = {"s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16), "h": (1280, 32, 16)}   # width, depth, heads
+# width, depth, heads, patch side, MLP ratio; g is VideoMAE V2's ViT-g/14
+SIZES = {"s": (384, 12, 6, 16, 4.0), "b": (768, 12, 12, 16, 4.0), "l": (1024, 24, 16, 16, 4.0),
+         "h": (1280, 32, 16, 16, 4.0), "g": (1408, 40, 16, 14, 48 / 11)}
 EPS = 1e-6          # the reference code's LayerNorm epsilon (Hugging Face's port runs 1e-12 and 1e-5: ~1e-6 apart)
 
 
@@ -56,10 +59,10 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, hidden: int):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim, eps=EPS), Attention(dim, heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim, eps=EPS), Mlp(dim, 4 * dim)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=EPS), Mlp(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -80,17 +83,17 @@ class TokenMap(nn.Module):
 
 
 class VideoMAE(Backbone):
-    """ViT-`size` on 16-frame 224 px clips, mean-pooled tokens, fc_norm, head."""
+    """ViT-`size` on 16-frame 224 px clips (2 x patch x patch tubelets), mean-pooled tokens, fc_norm, head."""
 
     def __init__(self, size: str, num_classes: int, width: float = 1.0, frames: int = 16, pixels: int = 224):
         super().__init__()
-        dim, depth, heads = SIZES[size]
+        dim, depth, heads, patch, ratio = SIZES[size]
         heads = max(1, int(heads * width))
         dim = max(heads, int(dim * width)) // heads * heads
-        self.patch_embed = PatchEmbed(dim)
-        self.grid = (frames // 2, pixels // 16, pixels // 16)
+        self.patch_embed = PatchEmbed(dim, (2, patch, patch))
+        self.grid, self.patch = (frames // 2, pixels // patch, pixels // patch), patch
         self.register_buffer("pos_embed", sinusoid_table(int(np.prod(self.grid)), dim), persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, int(dim * ratio)) for _ in range(depth))
         self.token_map = TokenMap()
         self.fc_norm = nn.LayerNorm(dim, eps=EPS)
         self.head = nn.Linear(dim, num_classes)
@@ -102,9 +105,9 @@ class VideoMAE(Backbone):
                     nn.init.zeros_(m.bias)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[2:]) != (self.grid[0] * 2, self.grid[1] * 16, self.grid[2] * 16):
+        if tuple(x.shape[2:]) != (self.grid[0] * 2, self.grid[1] * self.patch, self.grid[2] * self.patch):
             raise ValueError(f"VideoMAE's position table is for {self.grid[0] * 2}-frame clips of "
-                             f"{self.grid[1] * 16} px")
+                             f"{self.grid[1] * self.patch} px")
         x = self.patch_embed.proj(x)
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
@@ -124,7 +127,7 @@ class VideoMAE(Backbone):
 
 
 def videomae(num_classes: int, size: str = "b", width: float = 1.0) -> VideoMAE:
-    """VideoMAE ViT-S/B/L/H (`size` s, b, l, h) fine-tuned on 16x224 clips; `width` other than 1 has no published
+    """VideoMAE ViT-S/B/L/H (`size` s, b, l, h) or VideoMAE V2's ViT-g/14 (g) fine-tuned on 16x224 clips; `width` other than 1 has no published
     weights (tests use it to stay small)."""
     if size not in SIZES:
         raise GcfError(f"videomae size must be one of {', '.join(SIZES)}, not {size!r}")
@@ -174,6 +177,6 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
             _mm_name(k): v for k, v in ckpt.state_dict.items() if k != "backbone.pos_embed"})   # computed here
     embed = ckpt.state_dict.get("patch_embed.proj.weight")
     depth = len({k.split(".")[1] for k in ckpt.state_dict if k.startswith("blocks.")})
-    size = next((s for s, (dim, d, _) in SIZES.items() if embed is not None and embed.shape[0] == dim and d == depth),
+    size = next((s for s, (dim, d, *_) in SIZES.items() if embed is not None and embed.shape[0] == dim and d == depth),
                 None)
     return dataclasses.replace(ckpt, options={**ckpt.options, "size": size}) if size else ckpt
