@@ -18,10 +18,14 @@ def test_published_file_in_weights_dir_is_the_default(tmp_path, synth_videos):
     torch.save({"epoch": 1, "arch": "shufflenet", "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
                ckpt)
     store = tmp_path / "f.zarr"
-    run_gcf("extract", synth_videos, "--backbone", "shufflenet", "--option", "width=0.25", "--weights-dir", weights_dir,
-            "-o", store, "--quiet")
+    done = run_gcf("extract", synth_videos, "--backbone", "shufflenet", "--option", "width=0.25", "--weights-dir",
+                   weights_dir, "-o", store, "--quiet")
     meta = open_store(store).meta
-    assert meta.weights == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert meta.weights == hashlib.sha256(ckpt.read_bytes()).hexdigest() and "were trained on" not in done.stderr
+    other = run_gcf("extract", synth_videos / "class_0", "--backbone", "shufflenet", "--option", "width=0.25",
+                    "--weights", ckpt, "--size", "64", "-o", tmp_path / "s64.zarr", "--quiet")
+    assert "note: shufflenet's weights were trained on 16-frame clips of 112 px; these clips are 16 frames of 64 " \
+           "px" in other.stderr
 
     missing = run_gcf("extract", synth_videos, "--backbone", "resnext101", "--weights-dir", tmp_path / "none",
                       "-o", tmp_path / "g.zarr", check=False)

@@ -131,6 +131,11 @@ def extract(config: ExtractConfig) -> ExtractSummary:
                 raise GcfError(f"{config.weights}: a backbone-only file (no classifier) gives no clip logits; leave "
                                "out --logits, or give a checkpoint with its classifier")
             log.warning("%s: a backbone-only file (no classifier): descriptors only", config.weights)
+        spec = model.spec
+        if spec.weights != "random" and (g.clip_len, g.size) != (spec.clip_len, spec.input_size):
+            log.warning("note: %s's weights were trained on %d-frame clips of %d px; these clips are %d frames of "
+                        "%d px, so the descriptors differ from what the network learnt on (leave out --clip-len / "
+                        "--size for its own)", spec.name, spec.clip_len, spec.input_size, g.clip_len, g.size)
         meta = store_meta(model.spec, config, dataset.class_names)
         if config.overwrite:
             remove_store(config.output)
