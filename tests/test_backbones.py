@@ -41,7 +41,7 @@ SMALL = {"resnet18": {"width": 0.125}, "resnet34": {"width": 0.125}, "resnet50":
          "videomae_g": {"width": 0.125},
          "c2d_r50": {"width": 0.125}, "timesformer": {"width": 0.125}, "timesformer_hr": {"width": 0.125},
          "timesformer_l": {"width": 0.125}, **{f"mvit_{v}": {"width": 0.125} for v in ("v2_s", "v2_b", "v2_l",
-                                                                                       "b_16x4", "b_32x3")}}
+                                                                                       "b_16x4", "b_32x3", "b24_32x3")}}
 FAMILIES = ["resnet18", "r2plus1d18", "resnext101", "mobilenet", "mobilenetv2", "shufflenet", "shufflenetv2",
             "r2plus1d34_ig65m32", "i3d", "s3d", "slow_r50", "x3d_m", "slowfast_r50", "i3d_r50",
             "r2plus1d_r34_8x8", "ircsn_r50"]
@@ -98,7 +98,8 @@ def count_params(name: str, **options) -> int:
     ("mvit_v2_b", {}, 51_230_128 + 200 * 769),    # MVITv2_B_32x3 (51.2M)
     ("mvit_v2_l", {}, 213_390_112 + 200 * 1153),  # MVITv2_L_40x3_test at 312 px
     ("mvit_b_16x4", {}, 36_610_672 + 200 * 769),  # MViT v1 B (MVIT_B_16x4_CONV; its paper: 36.6M)
-    ("mvit_b_32x3", {}, 53_115_280 + 200 * 769),  # MVIT_B_32x3_CONV as PySlowFast reads it: DEPTH 24 (its last)
+    ("mvit_b_32x3", {}, 36_611_440 + 200 * 769),  # PyTorchVideo f3142bb's mvit_base_32x3 (v1 B, 32 frames)
+    ("mvit_b24_32x3", {}, 53_269_080),            # MVIT_B_32x3_CONV as PySlowFast reads it: DEPTH 24 (its last)
     ("swin_t", {}, 28_158_070 + 200 * 769),     # MMAction2's Video Swin-T: 28.2M with 400 (metafile), -B 88.0M
     ("swin_b", {}, 88_048_984 + 200 * 1025),
     ("i3d_r50_nl_dot", {}, 35_397_840 + 200 * 2049),       # MMAction2's I3D NL dot-product/embedded: 35,397,840
@@ -859,9 +860,37 @@ def test_mvit_loads_pyslowfast_and_mmaction2_files_and_its_descriptor_is_the_cla
     assert_cam_gradient(loaded, x, a.shape)            # A reaches the class token through the last block
 
 
+def test_mvit_loads_pytorchvideos_files(tmp_path):
+    """PyTorchVideo's MVIT_B_16x4.pyth: q, k, v Linears; each pool saved as pool_q and _attention_pool_q.pool."""
+    source = random_model("mvit_b_16x4")
+    top = {"patch_embed.proj.": "patch_embed.patch_model.", "norm.": "norm_embed.", "head.projection.": "head.proj.",
+           "cls_token": "cls_positional_encoding.cls_token"}
+    theirs = {}
+    for key, value in source.state_dict().items():
+        old = next((t for t in top if key.startswith(t)), None)
+        m = re.fullmatch(r"(blocks\.\d+\.attn\.)(pool|norm)_([qkv])\.(.+)", key)
+        if old is not None:
+            theirs[top[old] + key.removeprefix(old)] = value
+        elif key.startswith("pos_embed_"):
+            theirs[f"cls_positional_encoding.{key}"] = value
+        elif ".attn.qkv." in key:
+            for part, chunk in zip("qkv", value.chunk(3)):
+                theirs[key.replace(".qkv.", f".{part}.")] = chunk
+        else:
+            theirs[key] = value
+            if m:
+                theirs[f"{m[1]}_attention_pool_{m[3]}.{m[2]}.{m[4]}"] = value
+    assert "blocks.1.attn._attention_pool_q.pool.weight" in theirs and "blocks.0.attn.k.bias" in theirs
+    torch.save({"model_state": theirs, "epoch": 200}, tmp_path / "MVIT_B_16x4.pyth")
+    loaded = build_backbone("mvit_b_16x4", tmp_path / "MVIT_B_16x4.pyth", **SMALL["mvit_b_16x4"])
+    x = frames_clips(loaded.spec)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+
+
 def test_mvit_files_name_their_arch_and_clip_shape(tmp_path):
     for name, other, implied in (("mvit_v2_b", "mvit_v2_s", "arch=b"), ("mvit_b_16x4", "mvit_v2_s", "arch=v1_b"),
-                                 ("mvit_b_32x3", "mvit_b_16x4", "arch=v1_b24"), ("mvit_v2_l", "mvit_v2_b", "arch=l")):
+                                 ("mvit_b24_32x3", "mvit_b_32x3", "arch=v1_b24"), ("mvit_v2_l", "mvit_v2_b", "arch=l")):
         torch.save({"model_state": source_model(name).state_dict()}, tmp_path / f"{name}.pyth")
         with pytest.raises(GcfError, match=rf"{name}.pyth: its layout implies {implied}, but {other} is built with "
                                            rf"arch=\S+; use --backbone {name}$"):

@@ -150,8 +150,9 @@ LAYOUTS = (
                                      "--backbone timesformer"),
     ("model.blocks.0.temporal_attn.", "the file is a TimeSformer: use --backbone timesformer, timesformer_hr or "
                                       "timesformer_l"),
+    ("patch_embed.patch_model.", "the file is a PyTorchVideo MViT: use --backbone mvit_b_16x4 or mvit_b_32x3"),
     ("blocks.0.attn.pool_k.", "the file is a PySlowFast MViT: use --backbone mvit_v2_s, mvit_v2_b, mvit_v2_l "
-                              "(MViTv2), mvit_b_16x4 or mvit_b_32x3 (MViT v1)"),
+                              "(MViTv2), mvit_b_16x4, mvit_b_32x3 or mvit_b24_32x3 (MViT v1)"),
     ("backbone.blocks.0.attn.pool_k.", "the file is an MMAction2 MViTv2: use --backbone mvit_v2_s, mvit_v2_b or "
                                        "mvit_v2_l"),
     ("conv3a.", "the file is a C3D (DavideA/c3d-pytorch, jfzhang95/pytorch-video-recognition): use --backbone c3d"),
@@ -162,11 +163,12 @@ LAYOUTS = (
                   "(timesformer), not yet its other architectures"),
     ("s1.pathway0_stem.", "the file is a PySlowFast model (s1.pathway0_stem keys): gcf takes its Slow R50/R101 "
                           "(slow_r50, slow_r101), I3D R50 (i3d_r50), SlowFast (slowfast_r50 ...), X3D "
-                          "(x3d_xs/s/m/l) and MViT (mvit_v2_s/b/l, mvit_b_16x4, mvit_b_32x3)"),
+                          "(x3d_xs/s/m/l) and MViT (mvit_v2_s/b/l, mvit_b_16x4, mvit_b_32x3, mvit_b24_32x3)"),
     ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
                   "i3d_r50 (I3D_8x8_R50.pyth), "
                   "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth), csn_r101 (CSN_32x2_R101.pyth) and x3d_xs/s/m/l "
-                  "(X3D_*.pyth), not yet its other models (docs/backbones.md)"),
+                  "(X3D_*.pyth) and MViT-B (MVIT_B_16x4.pyth, MVIT_B_32x3_f294077834.pyth: mvit_b_16x4, mvit_b_32x3), "
+                  "not yet its other models (docs/backbones.md)"),
 )
 
 

@@ -1,7 +1,8 @@
 """Multiscale Vision Transformers: MViT (Fan et al. 2021) and MViTv2 (Li et al. 2022), in PySlowFast's names
 (`patch_embed.proj`, `blocks.0.attn.qkv`, `blocks.0.attn.pool_q`, `blocks.0.attn.rel_pos_h`, `norm`,
 `head.projection`), so its `MViTv2_*_k400_*.pyth` and MViT-B files load unchanged; MMAction2's (`backbone.
-patch_embed.projection`, `backbone.norm3`, `cls_head.fc_cls`) are renamed on loading.
+patch_embed.projection`, `backbone.norm3`, `cls_head.fc_cls`) and PyTorchVideo's (`patch_embed.patch_model`,
+`blocks.0.attn.q` / `k` / `v`, `norm_embed`, `head.proj`) are renamed on loading.
 
 Tokens from a 3x7x7 patch convolution (stride 2x4x4) plus a class token pass through stages of blocks; a stage's
 first block pools the queries 2x in space and doubles channels and heads, and every block pools keys and values
@@ -17,6 +18,7 @@ that block (as in TimeSformer).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import torch
@@ -267,13 +269,38 @@ def _mm_name(key: str) -> str:
     return key
 
 
+_PTV_TOP = {"patch_embed.patch_model.": "patch_embed.proj.", "cls_positional_encoding.": "", "norm_embed.": "norm.",
+            "head.proj.": "head.projection."}
+
+
+def _from_pytorchvideo(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """PyTorchVideo's MViT names -> PySlowFast's: q, k, v Linears joined into qkv; its pools saved twice (`pool_q`
+    and `_attention_pool_q.pool`, one module under two names) kept once."""
+    out = {}
+    for key, value in state.items():
+        theirs = next((t for t in _PTV_TOP if key.startswith(t)), None)
+        m = re.fullmatch(r"(blocks\.\d+\.attn\.)_attention_pool_([qkv])\.(pool|norm)\.(.+)", key)
+        if theirs is not None:
+            out[_PTV_TOP[theirs] + key.removeprefix(theirs)] = value
+        elif m:
+            out[f"{m[1]}{m[3]}_{m[2]}.{m[4]}"] = value
+        elif not re.fullmatch(r"blocks\.\d+\.attn\.[qkv]\.(weight|bias)", key):
+            out[key] = value
+    for key in [k for k in state if re.fullmatch(r"blocks\.\d+\.attn\.q\.(weight|bias)", k)]:
+        out[key.replace(".attn.q.", ".attn.qkv.")] = torch.cat([state[key.replace(".q.", f".{p}.")] for p in "qkv"])
+    return out
+
+
 def convert(ckpt: Checkpoint) -> Checkpoint:
-    """An MMAction2 MViT in PySlowFast's names; the arch and the clip shape its tables were made for, read from
-    the file (blocks, width, stage starts; relative or absolute position tables)."""
+    """An MMAction2 or PyTorchVideo MViT in PySlowFast's names; the arch and the clip shape its tables were made
+    for, read from the file (blocks, stage starts, pooling kernels; relative or absolute position tables)."""
     state = ckpt.state_dict
     if "backbone.patch_embed.projection.weight" in state or "patch_embed.projection.weight" in state:
         state = {_mm_name(k): v for k, v in state.items()}              # (a backbone-only file has no prefix)
         ckpt = dataclasses.replace(ckpt, state_dict=state, norm="slowfast")   # its configs' 114.75 / 57.375
+    if "patch_embed.patch_model.weight" in state:
+        state = _from_pytorchvideo(state)
+        ckpt = dataclasses.replace(ckpt, state_dict=state)
     if "patch_embed.proj.weight" not in state or "blocks.0.norm1.weight" not in state:
         return ckpt
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})

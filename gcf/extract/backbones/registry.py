@@ -163,16 +163,18 @@ REGISTRY: dict[str, Entry] = {
                                   "model.head.weight", f"TimeSformer_divST_{frames}x{step}_{pixels}_K400.pyth",
                                   clip_len=frames, input_size=pixels, frame_step=step, convert=timesformer_layouts)
        for tag, frames, step, pixels in (("", 8, 32, 224), ("_hr", 16, 16, 448), ("_l", 96, 4, 224))},
-    # PySlowFast's MViTv2 S 16x4, B 32x3 (224 px), L 40x3 (312 px) and MViT v1 B 16x4 and 32x3 (24 blocks, as its
-    # MVIT_B_32x3_CONV config builds it) on Kinetics-400; MMAction2's converted and own files renamed on loading
-    **{name: Entry(partial(mvit, arch=arch, frames=frames, pixels=pixels), norm, 400, "head.projection.weight",
+    # PySlowFast's MViTv2 S 16x4, B 32x3 (224 px), L 40x3 (312 px) on Kinetics-400; MViT v1 B 16x4 and 32x3
+    # (PyTorchVideo's files, PySlowFast's layout) and B-24 32x3 (PySlowFast's MVIT_B_32x3_CONV config as it reads it,
+    # its Kinetics-600 file); MMAction2's and PyTorchVideo's names renamed on loading
+    **{name: Entry(partial(mvit, arch=arch, frames=frames, pixels=pixels), norm, classes, "head.projection.weight",
                    checkpoint, clip_len=frames, input_size=pixels, frame_step=step, convert=mvit_layouts)
-       for name, arch, frames, step, pixels, norm, checkpoint in (
-           ("mvit_v2_s", "s", 16, 4, 224, "slowfast", "MViTv2_S_16x4_k400_f302660347.pyth"),
-           ("mvit_v2_b", "b", 32, 3, 224, "slowfast", "MViTv2_B_32x3_k400_f304025456.pyth"),
-           ("mvit_v2_l", "l", 40, 3, 312, "imagenet", "MViTv2_L_40x3_k400_f306903192.pyth"),
-           ("mvit_b_16x4", "v1_b", 16, 4, 224, "slowfast", None),       # published on Google Drive, unnamed
-           ("mvit_b_32x3", "v1_b24", 32, 3, 224, "slowfast", "k400.pyth"))},
+       for name, arch, frames, step, pixels, norm, classes, checkpoint in (
+           ("mvit_v2_s", "s", 16, 4, 224, "slowfast", 400, "MViTv2_S_16x4_k400_f302660347.pyth"),
+           ("mvit_v2_b", "b", 32, 3, 224, "slowfast", 400, "MViTv2_B_32x3_k400_f304025456.pyth"),
+           ("mvit_v2_l", "l", 40, 3, 312, "imagenet", 400, "MViTv2_L_40x3_k400_f306903192.pyth"),
+           ("mvit_b_16x4", "v1_b", 16, 4, 224, "slowfast", 400, "MVIT_B_16x4.pyth"),
+           ("mvit_b_32x3", "v1_b", 32, 3, 224, "slowfast", 400, "MVIT_B_32x3_f294077834.pyth"),
+           ("mvit_b24_32x3", "v1_b24", 32, 3, 224, "slowfast", 600, "k600.pyth"))},
     "resnext101": Entry(partial(resnext, 101), "activitynet", 400, "fc.weight", "resnext-101-kinetics.pth"),
     "mobilenet": Entry(mobilenet, "activitynet-bgr", 600, "classifier.1.weight",
                        "kinetics_mobilenet_1.0x_RGB_16_best.pth"),
@@ -333,15 +335,17 @@ def _implied(name: str, entry: Entry, ckpt: Checkpoint, path: str | os.PathLike,
 
 
 def _holds(name: str, ckpt: Checkpoint, given: dict[str, Any]) -> bool:
-    """Whether entry `name`, with the options the file implies and the user gives, has the file's tensor names."""
+    """Whether entry `name`, with the options the file implies and the user gives, has the file's tensor names and
+    shapes."""
     fixed = getattr(REGISTRY[name].build, "keywords", {})
     options = {k: v for k, v in {**ckpt.options, **given}.items() if k not in fixed}
     try:
         own = meta_backbone(name, **options).state_dict()
     except Exception:                        # options this entry does not take
         return False
-    count = lambda keys: {k for k in keys if not k.endswith("num_batches_tracked")}  # noqa: E731
-    return count(own) == count(ckpt.state_dict)
+    shapes = lambda state: {k: tuple(v.shape) for k, v in state.items()  # noqa: E731
+                            if not k.endswith("num_batches_tracked")}
+    return shapes(own) == shapes(ckpt.state_dict)
 
 
 def _construct(entry: Entry, num_classes: int, seed: int, options: dict[str, Any], calibrate: Norm | None) -> Backbone:
