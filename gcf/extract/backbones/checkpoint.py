@@ -166,7 +166,7 @@ LAYOUTS = (
                           "(x3d_xs/s/m/l) and MViT (mvit_v2_s/b/l, mvit_b_16x4, mvit_b_32x3, mvit_b24_32x3)"),
     ("blocks.0.", "the file is a PyTorchVideo model (blocks.N keys): gcf takes its slow_r50 (SLOW_8x8_R50.pyth), "
                   "i3d_r50 (I3D_8x8_R50.pyth), "
-                  "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth), csn_r101 (CSN_32x2_R101.pyth) and x3d_xs/s/m/l "
+                  "slowfast_r50/r101 (SLOWFAST_8x8_R50/R101.pyth), csn_r101 (CSN_32x2_R101.pyth), x3d_xs/s/m/l "
                   "(X3D_*.pyth) and MViT-B (MVIT_B_16x4.pyth, MVIT_B_32x3_f294077834.pyth: mvit_b_16x4, mvit_b_32x3), "
                   "not yet its other models (docs/backbones.md)"),
 )
