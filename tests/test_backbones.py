@@ -902,6 +902,10 @@ def test_mvit_files_name_their_arch_and_clip_shape(tmp_path):
         build_backbone("mvit_v2_s", tmp_path / "s8.pyth", **SMALL["mvit_v2_s"])
     loaded = build_backbone("mvit_v2_s", tmp_path / "s8.pyth", frames=8, pixels=128, **SMALL["mvit_v2_s"])
     assert loaded.blocks[0].attn.rel_pos_t.shape[0] == 7
+    for name, table in (("mvit_v2_s", "blocks.0.attn.rel_pos_h"), ("mvit_b_16x4", "pos_embed_spatial")):
+        torch.save({k: v for k, v in source_model(name).state_dict().items() if k != table}, tmp_path / "cut.pth")
+        with pytest.raises(GcfError, match=rf"cut.pth: does not fit {name}.*1 missing keys: {table};"):
+            build_backbone(name, tmp_path / "cut.pth", **SMALL[name])
     for state, words in ((source_model("mvit_b_16x4").state_dict(), "a PySlowFast MViT: use --backbone mvit_v2_s"),
                          (_mmaction2_mvit(source_model("mvit_v2_s").state_dict()), "an MMAction2 MViTv2: use")):
         torch.save(state, tmp_path / "other.pth")

@@ -311,10 +311,12 @@ def convert(ckpt: Checkpoint) -> Checkpoint:
     arch = next((n for n, a in ARCHS.items() if (a.depth, a.stages, a.v2, a.kernel) == (depth, stages, v2, kernel)),
                 None)
     options = {"arch": arch} if arch else {}
+    time, space = (("blocks.0.attn.rel_pos_t", "blocks.0.attn.rel_pos_h") if v2 else
+                   ("pos_embed_temporal", "pos_embed_spatial"))
+    time, space = state.get(time), state.get(space)          # (a file without them fails to load, naming them)
     if v2:
-        options |= {"frames": state["blocks.0.attn.rel_pos_t"].shape[0] + 1,
-                    "pixels": 2 * (state["blocks.0.attn.rel_pos_h"].shape[0] + 1)}
-    elif "pos_embed_temporal" in state:
-        options |= {"frames": 2 * state["pos_embed_temporal"].shape[1],
-                    "pixels": 4 * round(state["pos_embed_spatial"].shape[1] ** 0.5)}
+        options |= {"frames": time.shape[0] + 1} | ({"pixels": 2 * (space.shape[0] + 1)} if space is not None else {})
+    else:
+        options |= ({"frames": 2 * time.shape[1]} if time is not None else {}) | (
+            {"pixels": 4 * round(space.shape[1] ** 0.5)} if space is not None else {})
     return dataclasses.replace(ckpt, options={**ckpt.options, **options})
